@@ -1,0 +1,1 @@
+"""The vocabulary every other layer shares: stages, records, clock, errors, durations."""

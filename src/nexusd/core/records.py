@@ -1,0 +1,85 @@
+"""The records a run leaves behind: its checkpoint and its submission-buffer entry.
+
+Field names are upstream's `checkpoints` / `submission_buffer` columns (contract §4), so the
+metadata JSON and the SQL schemas read the same as upstream's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+if TYPE_CHECKING:
+    from nexusd.core.lifecycle import Stage
+
+JsonObject = dict[str, Any]
+
+#: Fields a transition may change besides the stage; everything else is fixed at creation.
+MUTABLE_FIELDS = frozenset(
+    {
+        "payload_uri",
+        "result_uri",
+        "algorithm_failure_cause",
+        "algorithm_failure_details",
+        "sent_at",
+        "job_uid",
+        "tag",
+    }
+)
+
+
+@attrs.frozen
+class ParentRef:
+    """The run whose Job owns this run's Job (an execution tree)."""
+
+    request_id: str
+    algorithm_name: str
+
+
+@attrs.frozen(eq=True)
+class Checkpoint:
+    """One run's durable state. Timestamps are timezone-aware UTC."""
+
+    algorithm: str
+    id: str
+    lifecycle_stage: Stage
+    received_at: dt.datetime
+    last_modified: dt.datetime
+    payload_uri: str = ""
+    result_uri: str = ""
+    algorithm_failure_cause: str = ""
+    algorithm_failure_details: str = ""
+    received_by_host: str = ""
+    sent_at: dt.datetime | None = None
+    applied_configuration: JsonObject = attrs.field(factory=dict, hash=False)
+    configuration_overrides: JsonObject | None = attrs.field(default=None, hash=False)
+    content_hash: str = ""
+    tag: str = ""
+    api_version: str = ""
+    job_uid: str = ""
+    parent: ParentRef | None = None
+    payload_valid_for: dt.timedelta = dt.timedelta(hours=24)
+
+
+@attrs.frozen
+class SubmissionEntry:
+    """What the submitter needs to create the run's Job: the manifest and the target shard.
+
+    Upstream never writes `cluster` (contract §4.2), so late resubmission cannot find the shard;
+    nexusd stores it.
+    """
+
+    algorithm: str
+    id: str
+    cluster: str
+    template: JsonObject = attrs.field(hash=False)
+
+
+@attrs.frozen
+class Transition:
+    """The outcome of a conditional transition: whether it applied, and the run as it now is."""
+
+    applied: bool
+    checkpoint: Checkpoint

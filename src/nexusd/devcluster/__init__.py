@@ -1,0 +1,18 @@
+"""The embedded Kubernetes cluster (`nexusd.devcluster`): API server, Job controller, kubelet.
+
+nexusd, kubectl and the tests reach it only over HTTP through the kubeconfig it writes, exactly
+as they would reach a real cluster. Start it with `run_dev_cluster` inside a nursery.
+"""
+
+from .cluster import DevCluster, DevClusterConfig, run_dev_cluster
+from .kubelet import ANNOTATION_DURATION, ANNOTATION_EXIT_CODE, ANNOTATION_OOM, NODE_NAME
+
+__all__ = [
+    "ANNOTATION_DURATION",
+    "ANNOTATION_EXIT_CODE",
+    "ANNOTATION_OOM",
+    "NODE_NAME",
+    "DevCluster",
+    "DevClusterConfig",
+    "run_dev_cluster",
+]

@@ -1,0 +1,126 @@
+"""The entry point: `run_dev_cluster` runs API server, controllers and kubelet in one nursery.
+
+    async with trio.open_nursery() as nursery:
+        cluster = await nursery.start(functools.partial(run_dev_cluster, config=config))
+        # cluster.kubeconfig_path now points at a live server
+
+`task_status.started(handle)` is called only once the HTTP listener is bound and the
+controllers follow the store, so the caller can connect at once.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
+
+import attrs
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from .apiserver import ApiServer
+from .garbage import run_garbage_collector
+from .jobcontroller import run_job_controller
+from .kubeconfig import write_kubeconfig
+from .kubelet import Kubelet, LocalProcessRuntime, Runtime, ScriptedRuntime, run_kubelet
+from .operations import Operations
+from .resources import Registry
+from .storage import Store
+
+if TYPE_CHECKING:
+    import collections
+    import pathlib
+
+
+@attrs.frozen
+class DevClusterConfig:
+    state_dir: pathlib.Path
+    """kubeconfig, pod work directories and container logs live here."""
+    host: str = "127.0.0.1"
+    port: int = 0
+    """0 picks a free port."""
+    namespace: str = "nexus"
+    """Default namespace of the kubeconfig context."""
+    kubelet: Literal["scripted", "local"] = "scripted"
+    """`scripted` plays outcomes from pod annotations; `local` runs commands as processes."""
+    default_exit_code: int = 0
+    """Scripted kubelet: exit code when the pod has no exit-code annotation."""
+    default_duration: float = 0.0
+    """Scripted kubelet: seconds a pod stays Running when it has no duration annotation."""
+    backoff_base: float = 10.0
+    """Job controller: first retry delay in seconds (doubles per failure, like k8s's 10 s)."""
+    termination_grace: float = 5.0
+    """Local kubelet: cap on seconds between SIGTERM and SIGKILL when a pod is deleted."""
+    history: int = 10_000
+    """Watch history length (changes); older resourceVersions get 410 Expired."""
+
+
+@attrs.define
+class DevCluster:
+    """The handle `run_dev_cluster` hands to its caller."""
+
+    url: str
+    kubeconfig_path: pathlib.Path
+    namespace: str
+    config: DevClusterConfig
+    ops: Operations
+    kubelet: Kubelet
+    server: ApiServer
+
+    @property
+    def request_counts(self) -> collections.Counter[tuple[str, str, int]]:
+        """HTTP requests answered, by (verb, resource[/subresource], status code)."""
+        return self.server.request_counts
+
+    def statistics(self) -> dict[tuple[str, str, int], int]:
+        return dict(self.server.request_counts)
+
+    def writes(self) -> int:
+        """HTTP create/update/patch/delete requests answered so far."""
+        verbs = {"create", "update", "patch", "delete", "deletecollection"}
+        return sum(n for (verb, _, _), n in self.server.request_counts.items() if verb in verbs)
+
+
+def _runtime(config: DevClusterConfig) -> Runtime:
+    if config.kubelet == "local":
+        return LocalProcessRuntime(config.state_dir, config.termination_grace)
+    return ScriptedRuntime(config.default_exit_code, config.default_duration)
+
+
+async def run_dev_cluster(
+    *, config: DevClusterConfig, task_status: trio.TaskStatus[DevCluster] = trio.TASK_STATUS_IGNORED
+) -> NoReturn:
+    ops = Operations(store=Store(history=config.history), registry=Registry())
+    runtime = _runtime(config)
+    server = ApiServer(ops, log_path=runtime.log_path)
+    hconfig = HypercornConfig()
+    hconfig.bind = [f"{config.host}:{config.port}"]
+    hconfig.accesslog = None
+    hconfig.errorlog = None
+    hconfig.keep_alive_timeout = 75
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(run_garbage_collector, ops=ops))
+        await nursery.start(
+            functools.partial(run_job_controller, ops=ops, backoff_base=config.backoff_base)
+        )
+        kubelet = await nursery.start(functools.partial(run_kubelet, ops=ops, runtime=runtime))
+        app: Any = server  # hypercorn's ASGI typing is stricter than a plain dict-based app
+        binds = await nursery.start(functools.partial(serve, app, hconfig))
+        url = binds[0]
+        server.server_address = url.split("://", 1)[1]
+        path = write_kubeconfig(
+            config.state_dir / "kubeconfig", server=url, namespace=config.namespace
+        )
+        task_status.started(
+            DevCluster(
+                url=url,
+                kubeconfig_path=path,
+                namespace=config.namespace,
+                config=config,
+                ops=ops,
+                kubelet=kubelet,
+                server=server,
+            )
+        )
+        await trio.sleep_forever()
+    raise AssertionError("unreachable")

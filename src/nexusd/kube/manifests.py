@@ -1,0 +1,274 @@
+"""The algorithm run's Job manifest, built exactly as upstream's `CheckpointedRequest.ToV1Job`
+(contract §6.4, core v1.4.4 plus the parent env vars of core HEAD), with two nexusd additions:
+`NEXUS__RESULT_UPLOAD_URL` and the newer `computeResources.limits/requests` shape (§0.1).
+
+Pure functions on plain dicts: input is the applied configuration (the template spec merged
+with the run's overrides, see `nexusd.kube.overrides`) and the workgroup spec; output is the
+`batch/v1` Job body to POST. Empty optional fields are left out, as Go's `omitempty` does.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Final
+
+from kubernetes.utils.quantity import parse_quantity
+
+from nexusd.kube.overrides import validate_template_spec
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+LABEL_TEMPLATE_NAME: Final = "science.sneaksanddata.com/algorithm-template-name"
+LABEL_NEXUS_VERSION: Final = "science.sneaksanddata.com/nexus-version"
+LABEL_NEXUS_COMPONENT: Final = "science.sneaksanddata.com/nexus-component"
+COMPONENT_ALGORITHM_RUN: Final = "algorithm-run"
+
+ENV_ALGORITHM_NAME: Final = "NEXUS__ALGORITHM_NAME"
+ENV_SHARD_NAME: Final = "NEXUS__SHARD_NAME"
+ENV_PARENT_REQUEST_ID: Final = "NEXUS__PARENT_REQUEST_ID"
+ENV_PARENT_ALGORITHM_NAME: Final = "NEXUS__PARENT_ALGORITHM_NAME"
+ENV_RESULT_UPLOAD_URL: Final = "NEXUS__RESULT_UPLOAD_URL"
+
+#: Finished Jobs (and, through GC, their child runs) are deleted this long after finishing.
+TTL_SECONDS_AFTER_FINISHED: Final = 300
+#: Burstable QoS: the CPU request is this share of the CPU limit (upstream `core@ee58d29`).
+CPU_REQUEST_FRACTION: Final = 0.1
+DATADOG_VOLUME: Final = "dsdsocket"
+DATADOG_HOST_PATH: Final = "/var/run/datadog/"
+DATADOG_MOUNT_PATH: Final = "/var/run/datadog"
+
+
+def build_job(
+    *,
+    request_id: str,
+    algorithm: str,
+    spec: Mapping[str, Any],
+    workgroup: Mapping[str, Any],
+    namespace: str,
+    payload_url: str,
+    result_upload_url: str | None,
+    parent_owner: Mapping[str, Any] | None,
+    parent: tuple[str, str] | None,
+    nexus_version: str,
+) -> dict[str, Any]:
+    """The `batch/v1` Job for one run. `parent` is (parent request id, parent algorithm).
+
+    Raises ValueError when `spec` cannot make a Job (intake validates earlier, so this only
+    guards against stored configurations that were never validated).
+    """
+    problems = validate_template_spec(spec)
+    if problems:
+        raise ValueError("; ".join(problems))
+    runtime = spec.get("runtimeEnvironment") or {}
+    labels = {
+        LABEL_TEMPLATE_NAME: algorithm,
+        LABEL_NEXUS_VERSION: nexus_version,
+        LABEL_NEXUS_COMPONENT: COMPONENT_ALGORITHM_RUN,
+    }
+    metadata: dict[str, Any] = {"name": request_id, "namespace": namespace, "labels": labels}
+    template_metadata: dict[str, Any] = {"labels": dict(labels)}
+    annotations = runtime.get("annotations")
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+        template_metadata["annotations"] = dict(annotations)
+    if parent_owner is not None:
+        metadata["ownerReferences"] = [dict(parent_owner)]
+
+    job_spec: dict[str, Any] = {
+        "podFailurePolicy": pod_failure_policy(spec, container_name=request_id),
+        "template": {
+            "metadata": template_metadata,
+            "spec": _pod_spec(
+                request_id=request_id,
+                algorithm=algorithm,
+                spec=spec,
+                workgroup=workgroup,
+                payload_url=payload_url,
+                result_upload_url=result_upload_url,
+                parent=parent,
+            ),
+        },
+    }
+    if runtime.get("maximumRetries") is not None:
+        job_spec["backoffLimit"] = runtime["maximumRetries"]
+    if runtime.get("deadlineSeconds") is not None:
+        job_spec["activeDeadlineSeconds"] = runtime["deadlineSeconds"]
+    job_spec["ttlSecondsAfterFinished"] = TTL_SECONDS_AFTER_FINISHED
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
+
+
+def _pod_spec(
+    *,
+    request_id: str,
+    algorithm: str,
+    spec: Mapping[str, Any],
+    workgroup: Mapping[str, Any],
+    payload_url: str,
+    result_upload_url: str | None,
+    parent: tuple[str, str] | None,
+) -> dict[str, Any]:
+    container_spec = spec["container"]
+    runtime = spec.get("runtimeEnvironment") or {}
+    container: dict[str, Any] = {
+        "name": request_id,
+        "image": image_reference(container_spec),
+        "imagePullPolicy": "IfNotPresent",
+        "resources": container_resources(spec["computeResources"]),
+        "command": spec["command"].split(" "),
+        "args": job_args(spec.get("args") or [], payload_url=payload_url, request_id=request_id),
+        "env": job_env(
+            runtime.get("environmentVariables") or [],
+            algorithm=algorithm,
+            shard=str(workgroup.get("cluster", "")),
+            parent=parent,
+            result_upload_url=result_upload_url,
+        ),
+    }
+    env_from = runtime.get("mappedEnvironmentVariables")
+    if env_from:
+        container["envFrom"] = [dict(item) for item in env_from]
+    pod: dict[str, Any] = {}
+    if (spec.get("datadogIntegrationSettings") or {}).get("mountDatadogSocket"):
+        pod["volumes"] = [{"name": DATADOG_VOLUME, "hostPath": {"path": DATADOG_HOST_PATH}}]
+        container["volumeMounts"] = [{"name": DATADOG_VOLUME, "mountPath": DATADOG_MOUNT_PATH}]
+    pod["containers"] = [container]
+    if workgroup.get("affinity"):
+        pod["affinity"] = workgroup["affinity"]
+    if workgroup.get("tolerations"):
+        pod["tolerations"] = list(workgroup["tolerations"])
+    if container_spec.get("serviceAccountName"):
+        pod["serviceAccountName"] = container_spec["serviceAccountName"]
+    pod["restartPolicy"] = "Never"
+    return pod
+
+
+def image_reference(container: Mapping[str, Any]) -> str:
+    """`<registry>/<image>:<versionTag>`."""
+    return f"{container['registry']}/{container['image']}:{container['versionTag']}"
+
+
+def job_args(args: list[str], *, payload_url: str, request_id: str) -> list[str]:
+    """Fill `%s` in args mentioning `sas-uri` (payload URL) or else `request-id` (the id)."""
+    filled = []
+    for arg in args:
+        if "sas-uri" in arg:
+            filled.append(_printf(arg, payload_url))
+        elif "request-id" in arg:
+            filled.append(_printf(arg, request_id))
+        else:
+            filled.append(arg)
+    return filled
+
+
+def _printf(pattern: str, value: str) -> str:
+    """Go's `fmt.Sprintf(pattern, value)` for the one `%s` (and `%%`) patterns nexus uses.
+
+    A pattern without `%s` is returned unchanged (Go would append `%!(EXTRA ...)`; intake
+    rejects such templates, see `validate_template_spec`).
+    """
+    parts = pattern.split("%%")
+    for index, part in enumerate(parts):
+        if "%s" in part:
+            parts[index] = part.replace("%s", value, 1)
+            break
+    return "%".join(parts)
+
+
+def job_env(
+    template_env: list[Mapping[str, Any]],
+    *,
+    algorithm: str,
+    shard: str,
+    parent: tuple[str, str] | None,
+    result_upload_url: str | None,
+) -> list[dict[str, Any]]:
+    """Template env first, then nexus's variables, so that theirs win over duplicates."""
+    env = [dict(item) for item in template_env]
+    env.append({"name": ENV_ALGORITHM_NAME, "value": algorithm})
+    env.append({"name": ENV_SHARD_NAME, "value": shard})
+    if parent is not None:
+        env.append({"name": ENV_PARENT_REQUEST_ID, "value": parent[0]})
+        env.append({"name": ENV_PARENT_ALGORITHM_NAME, "value": parent[1]})
+    if result_upload_url is not None:
+        env.append({"name": ENV_RESULT_UPLOAD_URL, "value": result_upload_url})
+    return env
+
+
+def container_resources(resources: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """Limits and requests (contract §6.4, plus the newer limits/requests maps of §0.1).
+
+    limits   = cpuLimit, memoryLimit, customResources, then explicit `limits` entries
+    requests = the limits, except CPU = 10% of the CPU limit in millicores; then explicit
+               `requests` entries override
+    """
+    limits: dict[str, str] = {}
+    if resources.get("cpuLimit"):
+        limits["cpu"] = _quantity(resources["cpuLimit"])
+    if resources.get("memoryLimit"):
+        limits["memory"] = _quantity(resources["memoryLimit"])
+    for source in (resources.get("customResources"), resources.get("limits")):
+        for name, value in (source or {}).items():
+            if value not in ("", None):
+                limits[name] = _quantity(value)
+    requests = dict(limits)
+    if "cpu" in limits:
+        requests["cpu"] = cpu_request(limits["cpu"])
+    for name, value in (resources.get("requests") or {}).items():
+        if value not in ("", None):
+            requests[name] = _quantity(value)
+    return {"limits": limits, "requests": requests}
+
+
+def cpu_request(cpu_limit: str) -> str:
+    """10% of the CPU limit in millicores, formatted as Go's `fmt.Sprintf("%.0fm", ...)`."""
+    millis = math.ceil(parse_quantity(cpu_limit) * 1000)  # type: ignore[no-untyped-call]  # Quantity.MilliValue rounds up
+    return f"{float(millis) * CPU_REQUEST_FRACTION:.0f}m"  # %.0f: round half to even, as Go
+
+
+def _quantity(value: object) -> str:
+    """Quantities are strings in the API (numbers from YAML/JSON are accepted and converted)."""
+    return value if isinstance(value, str) else str(value)
+
+
+def pod_failure_policy(spec: Mapping[str, Any], *, container_name: str) -> dict[str, Any]:
+    """Ignore disruptions; FailJob on fatal exit codes; Ignore transient ones. Empty lists
+    are skipped (Kubernetes rejects `values: []`, upstream's bug fixed in core `e902190`)."""
+    rules: list[dict[str, Any]] = [
+        {
+            "action": "Ignore",
+            "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+        }
+    ]
+    behaviour = spec.get("errorHandlingBehaviour") or {}
+    for key, action in (("fatalExitCodes", "FailJob"), ("transientExitCodes", "Ignore")):
+        codes = behaviour.get(key)
+        if codes:
+            rules.append(
+                {
+                    "action": action,
+                    "onExitCodes": {
+                        "containerName": container_name,
+                        "operator": "In",
+                        "values": list(codes),
+                    },
+                }
+            )
+    return {"rules": rules}
+
+
+def parent_owner_reference(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The ownerReference a child run's Job gets to its parent run's Job (cascading delete)."""
+    metadata = job["metadata"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "name": metadata["name"],
+        "uid": metadata["uid"],
+        "blockOwnerDeletion": True,
+    }
+
+
+def dry_run_owner_reference(parent_id: str) -> dict[str, Any]:
+    """Upstream's placeholder reference for dry runs: the parent id as both name and uid."""
+    return {"apiVersion": "batch/v1", "kind": "Job", "name": parent_id, "uid": parent_id}

@@ -1,0 +1,135 @@
+"""Signed, expiring URLs for the payloads and results nexusd serves itself (`/data/v1/...`).
+
+A signature is HMAC-SHA256 over (scope, URL path, expiry in Unix seconds), base64url without
+padding, carried in the query string as ``exp=<unix seconds>&sig=<mac>``. The scope
+(``payload:get``, ``result:put``, ``result:get``) stops a URL signed for one use (downloading a
+payload) from being replayed for another (uploading a result to the same path).
+
+The stdlib `hmac` does the work: the scheme is three fields and a compare, and pulling in a
+token library (itsdangerous, JWT) would add a format nobody else needs to read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import os
+import secrets
+from base64 import urlsafe_b64encode
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode
+
+from nexusd.core.errors import ConfigError, NexusdError
+
+if TYPE_CHECKING:
+    import datetime as dt
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    from nexusd.core.clock import Clock
+
+#: Shortest secret accepted (bytes): 128 bits.
+MIN_SECRET_BYTES = 16
+
+MISSING = "missing signature"
+EXPIRED = "expired"
+BAD = "bad signature"
+
+
+class SignatureError(NexusdError):
+    """A signed URL was refused.
+
+    `reason` is one of "missing signature", "expired", "bad signature"; the HTTP layer answers
+    403 with it.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UrlSigner:
+    """Signs and verifies (scope, path) pairs with one secret; expiry comes from `clock`."""
+
+    def __init__(self, secret: bytes, clock: Clock) -> None:
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ValueError(f"the signing secret must have at least {MIN_SECRET_BYTES} bytes")
+        self._secret = secret
+        self._clock = clock
+
+    def sign(self, scope: str, path: str, valid_for: dt.timedelta) -> str:
+        """The query string ``exp=...&sig=...`` making `path` usable for `scope`.
+
+        Valid for at least `valid_for` (the expiry is rounded up to a whole second).
+        """
+        expires = math.ceil(self._clock.now().timestamp() + valid_for.total_seconds())
+        return urlencode({"exp": str(expires), "sig": self._mac(scope, path, str(expires))})
+
+    def verify(self, scope: str, path: str, query: Mapping[str, str]) -> None:
+        """Return if `query` carries a valid, unexpired signature of (scope, path); else raise.
+
+        The signature is checked before the expiry, so a tampered `exp` reads "bad signature".
+        """
+        expires, signature = query.get("exp"), query.get("sig")
+        if not expires or not signature:
+            raise SignatureError(MISSING)
+        expected = self._mac(scope, path, expires)
+        if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
+            raise SignatureError(BAD)
+        # `expires` is authentic now, so it is the decimal integer `sign` wrote.
+        if self._clock.now().timestamp() >= int(expires):
+            raise SignatureError(EXPIRED)
+
+    def _mac(self, scope: str, path: str, expires: str) -> str:
+        # NUL-separated: a NUL cannot occur in a scope, a URL path or a decimal number, so
+        # distinct (scope, path, expiry) triples never produce the same message.
+        message = "\0".join(("nexusd-url-v1", scope, path, expires)).encode("utf-8", "replace")
+        digest = hmac.new(self._secret, message, hashlib.sha256).digest()
+        return urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """The signing secret stored at `path`, created (random, mode 0600) if the file is missing.
+
+    The file holds text (surrounding whitespace ignored), so an operator may provide one from a
+    Kubernetes Secret. Creation is atomic: the secret is written and fsynced under a temporary
+    name, then hard-linked into place, so a concurrent starter either wins or reads the winner's
+    complete file, never a partial one.
+    """
+    try:
+        return _read_secret(path)
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(secrets.token_urlsafe(32).encode("ascii") + b"\n")
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process created it first; use theirs
+        else:
+            _fsync_directory(path.parent)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return _read_secret(path)
+
+
+def _read_secret(path: Path) -> bytes:
+    secret = path.read_bytes().strip()
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(f"{path}: the signing secret must have at least {MIN_SECRET_BYTES} bytes")
+    return secret
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

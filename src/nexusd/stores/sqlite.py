@@ -1,0 +1,335 @@
+"""`SqliteCheckpointStore`: the default checkpoint store (single cluster, `nexusd dev`), on apsw.
+
+Open it with ``async with open_sqlite_store(path=..., clock=...) as store`` or
+``store = await SqliteCheckpointStore.open(...)`` followed by ``await store.aclose()``.
+
+Writes go through one writer thread with group commit (`sqlite_writer`): many operations per
+transaction, one fsync per batch, no thread hop per write on the trio side. A transition is ONE
+conditional statement (``UPDATE ... WHERE ... AND lifecycle_stage IN (...) RETURNING``), so the
+compare-and-set is atomic even against other processes sharing the file. Reads run in trio
+worker threads on a small pool of read-only connections; with WAL they never wait for the
+writer and always see every commit that finished before they started.
+
+Durability (`synchronous`):
+
+- ``"FULL"`` (default): the WAL is fsynced at every commit. When `create` returns, the run
+  survives a power loss. This is what "durable before 202" needs, and group commit pays the
+  fsync once per batch, not once per run.
+- ``"NORMAL"``: the WAL is fsynced only at checkpoints. A crash of nexusd loses nothing
+  (the commit is in the OS page cache), and the database is never corrupted, but a power loss
+  or kernel crash can lose the last commits, i.e. runs already answered with 202. Use it only
+  where the host cannot lose power independently of its disk (or for benchmarks).
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import apsw
+import trio
+
+from nexusd.core.errors import AlreadyExists, NotFound, StoreError
+from nexusd.core.lifecycle import Stage
+from nexusd.core.records import Checkpoint, SubmissionEntry, Transition
+from nexusd.stores.sqlite_schema import (
+    COLUMN_LIST,
+    COLUMNS,
+    decode_checkpoint,
+    decode_submission,
+    encode_checkpoint,
+    encode_submission,
+    encode_time,
+    encode_value,
+    migrate,
+)
+from nexusd.stores.sqlite_writer import GroupCommitWriter, WriterStatistics, translate
+from nexusd.stores.validation import allowed_sources, check_changes, check_submission
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Collection
+
+    from nexusd.core.clock import Clock
+
+Synchronous = Literal["NORMAL", "FULL"]
+
+#: Operations committed per transaction at most: large enough to amortise the fsync under a
+#: burst, small enough that one transaction stays short (the WAL grows by a batch at a time).
+DEFAULT_BATCH_SIZE = 256
+#: Read connections (and read threads) at most; reads are short point or index lookups.
+DEFAULT_READERS = 4
+#: How long a connection waits for another process's lock before failing (milliseconds).
+BUSY_TIMEOUT_MS = 5_000
+
+_INSERT_CHECKPOINT = (
+    f"INSERT INTO checkpoints ({COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))})"
+)
+# The run's key was just inserted into `checkpoints`, so any row here is a stale leftover.
+_INSERT_SUBMISSION = (
+    "INSERT OR REPLACE INTO submission_buffer (algorithm, id, cluster, template) "
+    "VALUES (?, ?, ?, ?)"
+)
+_SELECT_ONE = f"SELECT {COLUMN_LIST} FROM checkpoints WHERE algorithm = ? AND id = ?"
+
+
+def _open_writer(path: Path, synchronous: Synchronous) -> apsw.Connection:
+    """Open the write connection: WAL, the chosen sync level, schema up to date."""
+    connection = apsw.Connection(str(path))
+    try:
+        connection.setbusytimeout(BUSY_TIMEOUT_MS)
+        mode = connection.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"{path}: SQLite refused WAL mode (got {mode!r})")
+        connection.execute(f"PRAGMA synchronous = {synchronous}")  # validated Literal
+        migrate(connection)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+class _ReadPool:
+    """Read-only connections, each used by one worker thread at a time."""
+
+    def __init__(self, *, path: Path, size: int) -> None:
+        self._path = path
+        self._limiter = trio.CapacityLimiter(size)
+        self._lock = threading.Lock()
+        self._idle: list[apsw.Connection] = []
+        self._opened: list[apsw.Connection] = []
+        self._closed = False
+
+    async def run(self, fn: Callable[[apsw.Connection], Any]) -> Any:
+        if self._closed:
+            raise StoreError("the SQLite store is closed")
+        return await trio.to_thread.run_sync(self._run, fn, limiter=self._limiter)
+
+    def _run(self, fn: Callable[[apsw.Connection], Any]) -> Any:
+        connection = self._take()
+        try:
+            return fn(connection)
+        except apsw.Error as exc:
+            raise translate(exc) from exc
+        finally:
+            with self._lock:
+                self._idle.append(connection)
+
+    def _take(self) -> apsw.Connection:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        try:
+            connection = apsw.Connection(str(self._path), flags=apsw.SQLITE_OPEN_READONLY)
+            connection.setbusytimeout(BUSY_TIMEOUT_MS)
+        except apsw.Error as exc:
+            raise translate(exc) from exc
+        with self._lock:
+            self._opened.append(connection)
+        return connection
+
+    async def aclose(self) -> None:
+        """Close every connection, once no read is running (the limiter is drained)."""
+        if self._closed:
+            return
+        self._closed = True
+        with trio.CancelScope(shield=True):
+            for _ in range(int(self._limiter.total_tokens)):
+                await self._limiter.acquire_on_behalf_of(object())
+        with self._lock:
+            for connection in self._opened:
+                connection.close()
+            self._opened.clear()
+            self._idle.clear()
+
+
+class SqliteCheckpointStore:
+    """The `CheckpointStore` protocol on one SQLite file. Build it with `open`."""
+
+    def __init__(
+        self, *, clock: Clock, writer: GroupCommitWriter, readers: _ReadPool, path: Path
+    ) -> None:
+        self._clock = clock
+        self._writer = writer
+        self._readers = readers
+        self.path = path
+
+    @classmethod
+    async def open(
+        cls,
+        *,
+        path: Path | str,
+        clock: Clock,
+        synchronous: Synchronous = "FULL",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        readers: int = DEFAULT_READERS,
+    ) -> SqliteCheckpointStore:
+        """Open (creating or migrating) the database at `path` and start its writer thread."""
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
+        if readers < 1:
+            raise ValueError(f"readers must be at least 1, not {readers}")
+        path = Path(path)
+        try:
+            connection = await trio.to_thread.run_sync(_open_writer, path, synchronous)
+        except apsw.Error as exc:
+            raise StoreError(f"cannot open {path}: {exc}") from exc
+        writer = GroupCommitWriter(
+            connection=connection, batch_size=batch_size, name=f"nexusd-sqlite-writer:{path}"
+        )
+        writer.start()
+        return cls(
+            clock=clock, writer=writer, readers=_ReadPool(path=path, size=readers), path=path
+        )
+
+    async def aclose(self) -> None:
+        """Commit every queued write, stop the writer thread, close all connections."""
+        await self._writer.aclose()
+        await self._readers.aclose()
+
+    async def __aenter__(self) -> SqliteCheckpointStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def statistics(self) -> WriterStatistics:
+        """Counters of the writer: commits, operations, batch sizes, queue depth."""
+        return self._writer.statistics()
+
+    # --- writes --------------------------------------------------------------------------
+
+    async def create(self, *, checkpoint: Checkpoint, submission: SubmissionEntry | None) -> None:
+        check_submission(checkpoint, submission)
+        row = encode_checkpoint(checkpoint)
+        entry = None if submission is None else encode_submission(submission)
+
+        def insert(connection: apsw.Connection) -> None:
+            try:
+                connection.execute(_INSERT_CHECKPOINT, row)
+            except apsw.ConstraintError:
+                raise AlreadyExists(
+                    f"run {checkpoint.algorithm}/{checkpoint.id} already exists"
+                ) from None
+            if entry is not None:
+                connection.execute(_INSERT_SUBMISSION, entry)
+
+        await self._writer.run(insert)
+
+    async def transition(
+        self,
+        *,
+        algorithm: str,
+        request_id: str,
+        to: Stage,
+        expected: Collection[Stage] | None = None,
+        changes: dict[str, Any] | None = None,
+    ) -> Transition:
+        fields = check_changes(changes)
+        sources = sorted(allowed_sources(to, expected))
+        assignments = {"lifecycle_stage": str(Stage(to)), "last_modified": self._clock.now()}
+        assignments |= fields
+        # Column names come from MUTABLE_FIELDS (checked above), never from the caller.
+        sets = ", ".join(f"{name} = ?" for name in assignments)
+        marks = ", ".join("?" * len(sources))
+        update = (
+            f"UPDATE checkpoints SET {sets} WHERE algorithm = ? AND id = ? "
+            f"AND lifecycle_stage IN ({marks}) RETURNING {COLUMN_LIST}"
+        )
+        bindings = (
+            *(encode_value(name, value) for name, value in assignments.items()),
+            algorithm,
+            request_id,
+            *(str(stage) for stage in sources),
+        )
+
+        def apply(connection: apsw.Connection) -> Transition:
+            rows = connection.execute(update, bindings).fetchall() if sources else []
+            if rows:
+                return Transition(applied=True, checkpoint=decode_checkpoint(rows[0]))
+            current = connection.execute(_SELECT_ONE, (algorithm, request_id)).fetchall()
+            if not current:
+                raise NotFound(f"no run {algorithm}/{request_id}")
+            return Transition(applied=False, checkpoint=decode_checkpoint(current[0]))
+
+        result: Transition = await self._writer.run(apply)
+        return result
+
+    async def update_tag(self, *, algorithm: str, request_id: str, tag: str) -> Checkpoint | None:
+        update = (
+            "UPDATE checkpoints SET tag = ?, last_modified = ? WHERE algorithm = ? AND id = ? "
+            f"RETURNING {COLUMN_LIST}"
+        )
+        bindings = (tag, encode_time(self._clock.now()), algorithm, request_id)
+
+        def apply(connection: apsw.Connection) -> Checkpoint | None:
+            rows = connection.execute(update, bindings).fetchall()
+            return decode_checkpoint(rows[0]) if rows else None
+
+        result: Checkpoint | None = await self._writer.run(apply)
+        return result
+
+    # --- reads ---------------------------------------------------------------------------
+
+    async def get(self, *, algorithm: str, request_id: str) -> Checkpoint | None:
+        rows = await self._select(_SELECT_ONE, (algorithm, request_id))
+        return decode_checkpoint(rows[0]) if rows else None
+
+    async def get_submission(self, *, algorithm: str, request_id: str) -> SubmissionEntry | None:
+        rows = await self._select(
+            "SELECT algorithm, id, cluster, template FROM submission_buffer "
+            "WHERE algorithm = ? AND id = ?",
+            (algorithm, request_id),
+        )
+        return decode_submission(rows[0]) if rows else None
+
+    async def by_tag(self, *, tag: str) -> list[Checkpoint]:
+        rows = await self._select(
+            f"SELECT {COLUMN_LIST} FROM checkpoints WHERE tag = ? "
+            "ORDER BY received_at, algorithm, id",
+            (tag,),
+        )
+        return [decode_checkpoint(row) for row in rows]
+
+    async def by_host_and_stage(self, *, host: str, stage: Stage) -> list[Checkpoint]:
+        rows = await self._select(
+            f"SELECT {COLUMN_LIST} FROM checkpoints "
+            "WHERE received_by_host = ? AND lifecycle_stage = ? "
+            "ORDER BY received_at, algorithm, id",
+            (host, str(Stage(stage))),
+        )
+        return [decode_checkpoint(row) for row in rows]
+
+    async def _select(self, sql: str, bindings: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        def query(connection: apsw.Connection) -> list[tuple[Any, ...]]:
+            return [tuple(row) for row in connection.execute(sql, bindings)]
+
+        rows: list[tuple[Any, ...]] = await self._readers.run(query)
+        return rows
+
+
+@asynccontextmanager
+async def open_sqlite_store(
+    *,
+    path: Path | str,
+    clock: Clock,
+    synchronous: Synchronous = "FULL",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    readers: int = DEFAULT_READERS,
+) -> AsyncIterator[SqliteCheckpointStore]:
+    """`SqliteCheckpointStore.open` as an async context manager that always closes the store."""
+    store = await SqliteCheckpointStore.open(
+        path=path, clock=clock, synchronous=synchronous, batch_size=batch_size, readers=readers
+    )
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+if TYPE_CHECKING:
+    from nexusd.stores.checkpoints import CheckpointStore
+
+    def _conforms(store: SqliteCheckpointStore) -> CheckpointStore:
+        return store  # mypy checks the protocol here

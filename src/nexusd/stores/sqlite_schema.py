@@ -1,0 +1,194 @@
+"""The SQLite schema of the checkpoint store and the row <-> record codec.
+
+Column names are upstream's `checkpoints` and `submission_buffer` columns (contract §4), so the
+database reads like upstream's Cassandra tables. Encodings, chosen for exact round trips:
+
+- timestamps: ISO-8601 text in UTC with microseconds, fixed width
+  (`2026-01-01T00:00:00.000000+00:00`), so text order is time order (the stale-by-stage index
+  on `(lifecycle_stage, last_modified)` compares them as text) and a row is readable in the
+  `sqlite3` shell. Read back as timezone-aware UTC, exact to the microsecond.
+- `applied_configuration`, `configuration_overrides`, `template`: compact JSON text;
+  `configuration_overrides` is NULL when the client sent none (upstream writes `"{}"`, which
+  cannot tell "none" from "empty").
+- `parent`: upstream's JSON `{"requestId": ..., "algorithmName": ...}`, or NULL.
+- `payload_valid_for`: REAL seconds (exact to the microsecond below ~30 years).
+
+`PRAGMA user_version` is the schema version; `migrate` brings a database up to date, one step
+per version, and refuses a database written by a newer nexusd.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import TYPE_CHECKING, Any
+
+from nexusd.core.errors import StoreError
+from nexusd.core.lifecycle import Stage
+from nexusd.core.records import Checkpoint, ParentRef, SubmissionEntry
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import apsw
+
+COLUMNS = (
+    "algorithm",
+    "id",
+    "lifecycle_stage",
+    "payload_uri",
+    "result_uri",
+    "algorithm_failure_cause",
+    "algorithm_failure_details",
+    "received_by_host",
+    "received_at",
+    "sent_at",
+    "applied_configuration",
+    "configuration_overrides",
+    "content_hash",
+    "last_modified",
+    "tag",
+    "api_version",
+    "job_uid",
+    "parent",
+    "payload_valid_for",
+)
+COLUMN_LIST = ", ".join(COLUMNS)
+
+_V1 = """
+CREATE TABLE checkpoints (
+    algorithm                 TEXT NOT NULL,
+    id                        TEXT NOT NULL,
+    lifecycle_stage           TEXT NOT NULL,
+    payload_uri               TEXT NOT NULL DEFAULT '',
+    result_uri                TEXT NOT NULL DEFAULT '',
+    algorithm_failure_cause   TEXT NOT NULL DEFAULT '',
+    algorithm_failure_details TEXT NOT NULL DEFAULT '',
+    received_by_host          TEXT NOT NULL DEFAULT '',
+    received_at               TEXT NOT NULL,
+    sent_at                   TEXT,
+    applied_configuration     TEXT NOT NULL DEFAULT '{}',
+    configuration_overrides   TEXT,
+    content_hash              TEXT NOT NULL DEFAULT '',
+    last_modified             TEXT NOT NULL,
+    tag                       TEXT NOT NULL DEFAULT '',
+    api_version               TEXT NOT NULL DEFAULT '',
+    job_uid                   TEXT NOT NULL DEFAULT '',
+    parent                    TEXT,
+    payload_valid_for         REAL NOT NULL,
+    PRIMARY KEY (algorithm, id)
+);
+CREATE INDEX checkpoints_tag ON checkpoints (tag);
+CREATE INDEX checkpoints_host_stage ON checkpoints (received_by_host, lifecycle_stage);
+CREATE INDEX checkpoints_stage_modified ON checkpoints (lifecycle_stage, last_modified);
+CREATE TABLE submission_buffer (
+    algorithm TEXT NOT NULL,
+    id        TEXT NOT NULL,
+    cluster   TEXT NOT NULL,
+    template  TEXT NOT NULL,
+    PRIMARY KEY (algorithm, id)
+);
+"""
+
+#: MIGRATIONS[n] takes a database from user_version n to n + 1.
+MIGRATIONS: tuple[str, ...] = (_V1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(connection: apsw.Connection) -> None:
+    """Bring the schema to `SCHEMA_VERSION`, in one immediate transaction.
+
+    IMMEDIATE takes the write lock before reading the version, so two processes opening a new
+    database at once cannot both try to create the tables.
+    """
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(str(connection.execute("PRAGMA user_version").fetchall()[0][0]))
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"database schema version {version} is newer than this nexusd's "
+                f"({SCHEMA_VERSION}); upgrade nexusd"
+            )
+        for step in MIGRATIONS[version:]:
+            connection.execute(step)
+        # PRAGMA takes no bindings; SCHEMA_VERSION is our own integer.
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def encode_time(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+def decode_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).astimezone(dt.UTC)
+
+
+def encode_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_value(name: str, value: Any) -> Any:
+    """One field of a `Checkpoint` as its column value."""
+    if value is None:
+        return None
+    if name in ("received_at", "sent_at", "last_modified"):
+        return encode_time(value)
+    if name in ("applied_configuration", "configuration_overrides"):
+        return encode_json(value)
+    if name == "parent":
+        return encode_json({"requestId": value.request_id, "algorithmName": value.algorithm_name})
+    if name == "payload_valid_for":
+        return value.total_seconds()
+    return str(value)
+
+
+def encode_checkpoint(checkpoint: Checkpoint) -> tuple[Any, ...]:
+    return tuple(encode_value(name, getattr(checkpoint, name)) for name in COLUMNS)
+
+
+def decode_checkpoint(row: Sequence[Any]) -> Checkpoint:
+    values = dict(zip(COLUMNS, row, strict=True))
+    parent = values["parent"]
+    if parent is not None:
+        parent_json = json.loads(parent)
+        parent = ParentRef(
+            request_id=parent_json["requestId"], algorithm_name=parent_json["algorithmName"]
+        )
+    sent_at = values["sent_at"]
+    overrides = values["configuration_overrides"]
+    return Checkpoint(
+        algorithm=values["algorithm"],
+        id=values["id"],
+        lifecycle_stage=Stage(values["lifecycle_stage"]),
+        payload_uri=values["payload_uri"],
+        result_uri=values["result_uri"],
+        algorithm_failure_cause=values["algorithm_failure_cause"],
+        algorithm_failure_details=values["algorithm_failure_details"],
+        received_by_host=values["received_by_host"],
+        received_at=decode_time(values["received_at"]),
+        sent_at=None if sent_at is None else decode_time(sent_at),
+        applied_configuration=json.loads(values["applied_configuration"]),
+        configuration_overrides=None if overrides is None else json.loads(overrides),
+        content_hash=values["content_hash"],
+        last_modified=decode_time(values["last_modified"]),
+        tag=values["tag"],
+        api_version=values["api_version"],
+        job_uid=values["job_uid"],
+        parent=parent,
+        payload_valid_for=dt.timedelta(seconds=values["payload_valid_for"]),
+    )
+
+
+def encode_submission(entry: SubmissionEntry) -> tuple[str, str, str, str]:
+    return (entry.algorithm, entry.id, entry.cluster, encode_json(entry.template))
+
+
+def decode_submission(row: Sequence[Any]) -> SubmissionEntry:
+    algorithm, request_id, cluster, template = row
+    return SubmissionEntry(
+        algorithm=algorithm, id=request_id, cluster=cluster, template=json.loads(template)
+    )

@@ -1,0 +1,73 @@
+"""Argument checks every `CheckpointStore` backend shares, so they all refuse the same input.
+
+These run before anything is written: a bad call fails with `ValueError` and touches nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from nexusd.core.lifecycle import Stage, sources_of
+from nexusd.core.records import MUTABLE_FIELDS
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
+
+    from nexusd.core.records import Checkpoint, SubmissionEntry
+
+_TIMESTAMP_FIELDS = frozenset({"sent_at"})
+
+
+def check_changes(changes: dict[str, Any] | None) -> dict[str, Any]:
+    """Return `changes` (or `{}`) after checking it names only `MUTABLE_FIELDS`."""
+    if not changes:
+        return {}
+    unknown = sorted(set(changes) - MUTABLE_FIELDS)
+    if unknown:
+        raise ValueError(
+            f"a transition may not change {', '.join(unknown)}; "
+            f"mutable fields are {', '.join(sorted(MUTABLE_FIELDS))}"
+        )
+    for name in _TIMESTAMP_FIELDS & set(changes):
+        value = changes[name]
+        if value is not None:
+            check_aware(name, value)
+    for name in set(changes) - _TIMESTAMP_FIELDS:
+        if not isinstance(changes[name], str):
+            raise ValueError(f"{name} must be a string, not {type(changes[name]).__name__}")
+    return dict(changes)
+
+
+def check_aware(name: str, value: object) -> None:
+    """Refuse anything but a timezone-aware datetime (naive times are ambiguous on disk)."""
+    if not isinstance(value, dt.datetime) or value.utcoffset() is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime, not {value!r}")
+
+
+def allowed_sources(to: Stage, expected: Collection[Stage] | None) -> frozenset[Stage]:
+    """The stages a run may be in for a move to `to` to apply: the transition's CAS condition.
+
+    The legal sources of `to` (core.lifecycle), narrowed to `expected` when given. Terminal
+    stages are never sources, so a finished run is never moved.
+    """
+    sources = sources_of(Stage(to))
+    if expected is not None:
+        sources &= frozenset(Stage(stage) for stage in expected)
+    return sources
+
+
+def check_submission(checkpoint: Checkpoint, submission: SubmissionEntry | None) -> None:
+    """A run's submission entry must carry the run's own key; timestamps must be aware."""
+    check_aware("received_at", checkpoint.received_at)
+    check_aware("last_modified", checkpoint.last_modified)
+    if checkpoint.sent_at is not None:
+        check_aware("sent_at", checkpoint.sent_at)
+    if submission is not None and (submission.algorithm, submission.id) != (
+        checkpoint.algorithm,
+        checkpoint.id,
+    ):
+        raise ValueError(
+            f"submission {submission.algorithm}/{submission.id} does not belong to run "
+            f"{checkpoint.algorithm}/{checkpoint.id}"
+        )
