@@ -1,0 +1,7 @@
+"""`python -m nexusd` is the `nexusd` executable."""
+
+import sys
+
+from nexusd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Algorithms shipped with nexusd: `hello`, the example `nexusd dev` deploys."""

@@ -1,0 +1,51 @@
+"""Receiver routes: the algorithm reports its outcome, and asks whether it was processed.
+
+`complete` answers 202 `{}` once the report is durable (upstream answers before processing and
+then drops reports for unknown runs silently; here an unknown run is a 404 the caller can see).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from quart import Blueprint, Response, current_app
+
+from nexusd.api.responses import body, json_response, text
+from nexusd.core.errors import NotFound
+from nexusd.pipeline.completing import InvalidReport, parse_report
+
+if TYPE_CHECKING:
+    from nexusd.api.context import AppContext
+
+blueprint = Blueprint("completions", __name__, url_prefix="/algorithm/v1")
+
+
+def _context() -> AppContext:
+    context: AppContext = current_app.config["NEXUSD"]
+    return context
+
+
+@blueprint.post("/complete/<algorithm>/requests/<request_id>")
+async def complete_run(algorithm: str, request_id: str) -> Response:
+    completer = _context().completer
+    assert completer is not None
+    try:
+        report = parse_report(await body())
+    except InvalidReport as exc:
+        return text(400, str(exc))
+    try:
+        await completer.complete(algorithm=algorithm, request_id=request_id, report=report)
+    except NotFound:
+        return text(404, f"Run {algorithm}/{request_id} not found")
+    return json_response(202, {})
+
+
+@blueprint.get("/check/<algorithm>/requests/<request_id>")
+async def check_run(algorithm: str, request_id: str) -> Response:
+    completer = _context().completer
+    assert completer is not None
+    try:
+        processed = await completer.is_processed(algorithm=algorithm, request_id=request_id)
+    except NotFound:
+        return text(404, f"Run {algorithm}/{request_id} not found")
+    return json_response(200, {"is_processed": processed})

@@ -1,0 +1,37 @@
+"""Liveness and readiness: `/healthz` (the process serves HTTP) and `/readyz` (it should get
+traffic: caches synced, not shutting down), with each stage's statistics as details."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from quart import Blueprint, Response, current_app
+
+from nexusd.api.responses import json_response, text
+
+if TYPE_CHECKING:
+    from nexusd.api.context import AppContext
+
+blueprint = Blueprint("health", __name__)
+
+
+@blueprint.get("/healthz")
+async def healthz() -> Response:
+    return text(200, "ok")
+
+
+@blueprint.get("/readyz")
+async def readyz() -> Response:
+    context: AppContext = current_app.config["NEXUSD"]
+    details: dict[str, Any] = {
+        name: attrs.asdict(snapshot()) for name, snapshot in context.statistics.items()
+    }
+    ready = context.readiness.accepting and not context.readiness.reasons
+    document = {
+        "ready": ready,
+        "reasons": sorted(context.readiness.reasons)
+        + ([] if context.readiness.accepting else ["shutting down"]),
+        "details": details,
+    }
+    return json_response(200 if ready else 503, document)

@@ -1,0 +1,141 @@
+"""The `nexusd` executable: one subcommand per mode.
+
+    nexusd scheduler   public API v1, buffering, queue, throttled Job submission
+    nexusd receiver    completion API for algorithm containers
+    nexusd dev         scheduler + receiver + embedded Kubernetes in one process
+
+Exit codes: 0 after a clean stop, 1 when a mode fails at run time, 2 for bad settings or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from nexusd import __version__
+from nexusd.core.errors import ConfigError, NexusdError
+from nexusd.logs import configure_logging
+from nexusd.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+#: Flags that map onto settings: (flag, section.key, help).
+_COMMON_FLAGS = [
+    ("--log-level", "logging.level", "DEBUG, INFO, WARNING or ERROR"),
+    ("--log-format", "logging.format", "plain or json"),
+]
+_HTTP_FLAGS = [
+    ("--host", "http.host", "address to bind"),
+    ("--port", "http.port", "TCP port of the HTTP API"),
+    ("--data-dir", "data.dir", "directory for the store, payloads and results"),
+]
+_KUBE_FLAGS = [
+    ("--kubeconfig", "kube.kubeconfig", "kubeconfig of the cluster (default: in-cluster)"),
+    ("--namespace", "kube.runtime_namespace", "runtime namespace of templates and Jobs"),
+]
+_DEV_FLAGS = [
+    ("--manifests", "dev.manifests", "directory of extra template/workgroup YAML to apply"),
+    ("--kubelet", "dev.kubelet", "local (run pods as processes) or scripted"),
+]
+
+
+def _add_flags(parser: argparse.ArgumentParser, flags: list[tuple[str, str, str]]) -> None:
+    for flag, key, text in flags:
+        parser.add_argument(flag, dest=f"set:{key}", default=None, metavar="VALUE", help=text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nexusd",
+        description="Run ML, optimisation and AI algorithms on Kubernetes behind one HTTP API.",
+    )
+    parser.add_argument("--version", action="version", version=f"nexusd {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", type=Path, default=None, help="TOML settings file (see config/)"
+    )
+    _add_flags(common, _COMMON_FLAGS)
+    modes = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
+    scheduler = modes.add_parser(
+        "scheduler", parents=[common], help="public API, buffering, queue and Job submission"
+    )
+    _add_flags(scheduler, _HTTP_FLAGS + _KUBE_FLAGS)
+    receiver = modes.add_parser(
+        "receiver", parents=[common], help="completion API for algorithm containers"
+    )
+    _add_flags(receiver, _HTTP_FLAGS)
+    dev = modes.add_parser(
+        "dev",
+        parents=[common],
+        help="scheduler + receiver + embedded Kubernetes in one process (no cluster needed)",
+    )
+    _add_flags(dev, _HTTP_FLAGS + _DEV_FLAGS)
+    return parser
+
+
+#: Defaults that differ by mode, applied below the TOML file (so every source can override them).
+MODE_DEFAULTS: dict[str, dict[str, Any]] = {"dev": {"http.host": "127.0.0.1"}}
+
+
+def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Settings:
+    flags = {
+        name.removeprefix("set:"): value
+        for name, value in vars(args).items()
+        if name.startswith("set:") and value is not None
+    }
+    return load_settings(
+        toml_path=args.config,
+        environ=environ,
+        defaults=MODE_DEFAULTS.get(args.mode, {}),
+        overrides=flags,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help/--version exit 0, usage errors 2
+        return int(exc.code or 0)
+    try:
+        settings = settings_from_args(args)
+    except ConfigError as exc:
+        print(f"nexusd: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(level=settings.logging.level, fmt=settings.logging.format, mode=args.mode)
+    from nexusd.modes import run_mode  # imported late: CLI errors stay fast
+
+    try:
+        trio.run(run_mode, args.mode, settings)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except (NexusdError, BaseExceptionGroup) as exc:
+        errors = list(_leaves(exc))
+        if not all(isinstance(error, NexusdError) for error in errors):
+            raise  # a bug: keep the whole traceback
+        for error in errors:
+            kind = "configuration error: " if isinstance(error, ConfigError) else ""
+            print(f"nexusd: {kind}{error}", file=sys.stderr)
+        return EXIT_USAGE if any(isinstance(e, ConfigError) for e in errors) else EXIT_FAILURE
+    return EXIT_OK
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    """The errors inside (nested) exception groups: what a nursery's failure was made of."""
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error

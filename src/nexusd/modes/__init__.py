@@ -1,0 +1,32 @@
+"""Modes: wiring only. Each `modes/<name>.py` has `run(settings, *, task_status)` opening one
+root nursery; `run_mode` also handles SIGINT/SIGTERM for the CLI."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import TYPE_CHECKING
+
+import trio
+
+from nexusd.modes import dev, receiver, scheduler
+
+if TYPE_CHECKING:
+    from nexusd.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+MODES = {"scheduler": scheduler.run, "receiver": receiver.run, "dev": dev.run}
+
+
+async def run_mode(name: str, settings: Settings) -> None:
+    """Run a mode until SIGINT/SIGTERM; a second signal while stopping is not needed: the
+    shutdown grace period is a deadline (settings.shutdown.grace)."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            stopper = await nursery.start(MODES[name], settings)
+            async for signum in signals:
+                logger.info("received %s, stopping", signal.Signals(signum).name)
+                await stopper.stop()
+                nursery.cancel_scope.cancel()
+                break

@@ -1,0 +1,133 @@
+"""`nexusd dev`: scheduler + receiver + the embedded Kubernetes cluster in one process.
+
+No cluster, database or object store needed: SQLite and payload files live in the data
+directory, the embedded cluster runs each pod's command as a local process, and nexusd reaches
+that cluster only through the kubeconfig it writes, exactly as it reaches a real one. At start it
+installs the CRDs, the bundled `hello` algorithm and any `--manifests` files.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import string
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from nexusd.core.clock import SystemClock
+from nexusd.devcluster import DevClusterConfig, run_dev_cluster
+from nexusd.kube.applying import apply, parse_documents, read_directory
+from nexusd.modes.building import (
+    bind_socket,
+    external_url,
+    open_checkpoint_store,
+    open_payload_store,
+    open_shard,
+)
+from nexusd.modes.services import Running, start_services
+from nexusd.pipeline.outcomes import run_job_outcomes
+
+if TYPE_CHECKING:
+    import socket
+
+    from nexusd.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DEV_SHARD = "dev"
+
+
+def crd_directory() -> Path:
+    """The CRDs shipped in the wheel, or the repository's `crds/` in a source checkout."""
+    packaged = Path(str(importlib.resources.files("nexusd"))) / "crds"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[3] / "crds"
+
+
+def bundled_documents(*, namespace: str, receiver_url: str) -> list[dict[str, Any]]:
+    crds = [
+        document
+        for path in sorted(crd_directory().glob("*.yaml"))
+        for document in parse_documents(path.read_text(), source=str(path))
+    ]
+    hello = string.Template(
+        (importlib.resources.files("nexusd.algorithms") / "hello.yaml").read_text()
+    ).substitute(NAMESPACE=namespace, RECEIVER_URL=receiver_url, SHARD=DEV_SHARD)
+    return crds + parse_documents(hello, source="nexusd/algorithms/hello.yaml")
+
+
+def banner(url: str, kubeconfig: Path) -> str:
+    return f"""
+nexusd dev is ready on {url}
+
+  Launch a run of the bundled `hello` algorithm:
+    curl -s -X POST {url}/algorithm/v1/run/hello -H 'Content-Type: application/json' \\
+      -d '{{"algorithmParameters": {{"name": "nexus"}}}}'
+  Then read its result (use the requestId from the answer):
+    curl -s {url}/algorithm/v1/results/hello/requests/<requestId>
+
+  Look at the embedded cluster: kubectl --kubeconfig {kubeconfig} get jobs,pods -A
+"""
+
+
+async def run(
+    settings: Settings, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED
+) -> None:
+    extra = read_directory(settings.dev.manifests) if settings.dev.manifests else []
+    data_dir = settings.data.dir
+    await trio.to_thread.run_sync(lambda: data_dir.mkdir(parents=True, exist_ok=True))
+    with bind_socket(settings.http.host, settings.http.port) as sock:
+        await _run(settings, sock, extra, task_status)
+
+
+async def _run(
+    settings: Settings,
+    sock: socket.socket,
+    extra: list[dict[str, Any]],
+    task_status: trio.TaskStatus[Running],
+) -> None:
+    clock = SystemClock()
+    data_dir = settings.data.dir
+    base_url = external_url(settings, sock)
+    namespace = settings.kube.runtime_namespace
+    async with trio.open_nursery() as outer:
+        cluster = await outer.start(
+            lambda task_status: run_dev_cluster(
+                config=DevClusterConfig(
+                    state_dir=data_dir / "cluster",
+                    namespace=namespace,
+                    kubelet="local" if settings.dev.kubelet == "local" else "scripted",
+                ),
+                task_status=task_status,
+            )
+        )
+        async with (
+            open_checkpoint_store(settings, clock) as store,
+            open_shard(settings, kubeconfig=cluster.kubeconfig_path, name=DEV_SHARD) as shard,
+        ):
+            for document in bundled_documents(namespace=namespace, receiver_url=base_url) + extra:
+                await apply(shard.client, document, namespace=namespace)
+            files = await open_payload_store(settings, clock, base_url=base_url)
+            async with trio.open_nursery() as nursery:
+                running = await start_services(
+                    nursery,
+                    settings=settings,
+                    clock=clock,
+                    store=store,
+                    files=files,
+                    sock=sock,
+                    shards={shard.name: shard},
+                    scheduler=True,
+                    receiver=True,
+                )
+                await nursery.start(
+                    lambda task_status: run_job_outcomes(
+                        store=store, shard=shard, task_status=task_status
+                    )
+                )
+                running.cluster = cluster
+                print(banner(base_url, cluster.kubeconfig_path), file=sys.stderr, flush=True)
+                task_status.started(running)
+        outer.cancel_scope.cancel()

@@ -1,0 +1,1 @@
+"""The run's path: intake -> queueing -> submitting -> completing, plus results and cancelling."""

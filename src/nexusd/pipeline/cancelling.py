@@ -1,0 +1,104 @@
+"""Cancelling: `POST /algorithm/v1/cancel/{alg}/requests/{id}` (contract §2.7).
+
+Input: the run key and `{initiator, reason, cancellationPolicy}`.
+Output: the run is CANCELLED with upstream's cause/details and its Job is deleted with the given
+propagation policy (grace period 0), so children owned by the Job go with it.
+Transition: any non-terminal stage -> CANCELLED. Unlike upstream, a BUFFERED run that has no Job
+yet is cancelled too (the submitter skips it), and a run that already finished is left as it is.
+Failure: an unknown run is `NotFound`; a Job that is already gone is fine; other API failures
+propagate after the checkpoint is CANCELLED (the maintainer collects the Job).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING
+
+import attrs
+
+from nexusd.core.errors import KubeNotFound
+from nexusd.core.lifecycle import Stage
+from nexusd.kube.client import JOBS
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from nexusd.core.records import Transition
+    from nexusd.kube.shards import Shard
+    from nexusd.stores.checkpoints import CheckpointStore
+
+logger = logging.getLogger(__name__)
+
+POLICIES = ("Orphan", "Foreground", "Background")
+
+
+class InvalidCancellation(ValueError):
+    """The cancellation body is invalid; the message is upstream's."""
+
+
+@attrs.frozen
+class CancellationRequest:
+    initiator: str
+    reason: str
+    policy: str
+
+
+def parse_cancellation(body: bytes) -> CancellationRequest:
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidCancellation(f"Cancellation payload is invalid: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidCancellation("Cancellation payload is invalid: body must be a JSON object")
+    values = {}
+    for key in ("initiator", "reason", "cancellationPolicy"):
+        value = document.get(key) or ""
+        if not isinstance(value, str):
+            raise InvalidCancellation(f"Cancellation payload is invalid: {key} must be a string")
+        values[key] = value
+    policy = values["cancellationPolicy"] or "Background"
+    if policy not in POLICIES:
+        raise InvalidCancellation(
+            f"Invalid cancellation request: invalid CancellationPolicy: '{policy}', "
+            "accepted values: Orphan, Foreground or Background"
+        )
+    return CancellationRequest(
+        initiator=values["initiator"], reason=values["reason"], policy=policy
+    )
+
+
+@attrs.define
+class Canceller:
+    store: CheckpointStore
+    shards: Mapping[str, Shard]
+
+    async def cancel(
+        self, *, algorithm: str, request_id: str, request: CancellationRequest
+    ) -> Transition:
+        """Cancel the run; raises `NotFound` when neither the run nor its submission exists."""
+        submission = await self.store.get_submission(algorithm=algorithm, request_id=request_id)
+        outcome = await self.store.transition(
+            algorithm=algorithm,
+            request_id=request_id,
+            to=Stage.CANCELLED,
+            changes={
+                "algorithm_failure_cause": f"Cancelled by '{request.initiator}'",
+                "algorithm_failure_details": f"Run cancelled, reason: '{request.reason}'",
+            },
+        )
+        if not outcome.applied:
+            return outcome
+        shard = self.shards.get(submission.cluster) if submission else None
+        if shard is not None:
+            try:
+                await shard.client.delete(
+                    JOBS,
+                    namespace=shard.namespace,
+                    name=request_id,
+                    propagation_policy=request.policy,
+                    grace_period_seconds=0,
+                )
+            except KubeNotFound:
+                logger.debug("cancelled run had no Job", extra={"request_id": request_id})
+        return outcome

@@ -1,0 +1,206 @@
+"""Submitting: create each queued run's Job in its shard, throttled, and mark the run RUNNING.
+
+Input: `RunRef`s from the virtual queue (runs already BUFFERED with their Job manifest stored).
+Output: the Job exists in the run's shard and the run is RUNNING (with `job_uid`, `sent_at`).
+Transition: BUFFERED -> RUNNING, conditional: a run the receiver already finished (fast
+algorithms) or that was cancelled while queued keeps its stage; a Job created for a run cancelled
+meanwhile is deleted again.
+Failure: transient API errors (429, 5xx, connection errors) are retried with capped exponential
+back-off and jitter and never lose the run (a 429's Retry-After holds back the whole shard);
+permanent ones (400, 403, 422...) end the run SCHEDULING_FAILED with the API's message. A Job
+that already exists (AlreadyExists) counts as submitted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import attrs
+import trio
+
+from nexusd.core.errors import (
+    KubeConflict,
+    KubeNotFound,
+    KubeRejected,
+    KubeUnavailable,
+    StoreError,
+)
+from nexusd.core.lifecycle import Stage
+from nexusd.kube.client import JOBS
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from nexusd.core.clock import Clock
+    from nexusd.kube.shards import Shard
+    from nexusd.pipeline.intake import RunRef
+    from nexusd.pipeline.queueing import VirtualQueue
+    from nexusd.pipeline.throttling import TokenBucket
+    from nexusd.stores.checkpoints import CheckpointStore
+
+logger = logging.getLogger(__name__)
+
+STORE_RETRY_DELAY = 1.0  # seconds before a run whose store access failed is tried again
+
+#: Upstream supervisor's cause for a Job Kubernetes would not take (contract §7).
+LAUNCH_FAILED = (
+    "Algorithm submission was buffered, but failed to launch on the target cluster: "
+    "Unable to launch a container for the algorithm - please review configuration and try again."
+)
+
+
+@attrs.frozen
+class SubmitterStatistics:
+    submitted: int
+    already_existed: int
+    rejected: int
+    retries: int
+    in_flight: int
+
+
+@attrs.define
+class Submitter:
+    store: CheckpointStore
+    shards: Mapping[str, Shard]
+    throttles: Mapping[str, TokenBucket]
+    clock: Clock
+    retry_base_delay: float
+    retry_max_delay: float
+    submitted: int = 0
+    already_existed: int = 0
+    rejected: int = 0
+    retries: int = 0
+    in_flight: int = 0
+
+    async def submit(self, ref: RunRef) -> None:
+        """Create the run's Job (once) and record it; never raises for API failures."""
+        key = {"algorithm": ref.algorithm, "request_id": ref.request_id}
+        checkpoint = await self.store.get(**key)
+        entry = await self.store.get_submission(**key)
+        if checkpoint is None or entry is None:
+            logger.error("queued run has no stored submission", extra=key)
+            return
+        if checkpoint.lifecycle_stage is not Stage.BUFFERED:
+            logger.debug("run left BUFFERED while queued; not submitting", extra=key)
+            return
+        shard = self.shards.get(entry.cluster)
+        if shard is None:
+            await self._fail(ref, f"cluster {entry.cluster!r} is not a shard of this scheduler")
+            return
+        self.in_flight += 1
+        try:
+            job = await self._create(ref, shard, entry.template)
+        finally:
+            self.in_flight -= 1
+        if job is None:
+            return
+        outcome = await self.store.transition(
+            **key,
+            to=Stage.RUNNING,
+            expected={Stage.BUFFERED},
+            changes={"job_uid": job["metadata"].get("uid", ""), "sent_at": self.clock.now()},
+        )
+        if not outcome.applied and outcome.checkpoint.lifecycle_stage is Stage.CANCELLED:
+            await self._delete(shard, ref)
+
+    async def _create(
+        self, ref: RunRef, shard: Shard, manifest: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        throttle = self.throttles[shard.name]
+        delay = self.retry_base_delay
+        while True:
+            await throttle.acquire()
+            try:
+                job = await shard.client.create(JOBS, namespace=shard.namespace, body=manifest)
+            except KubeConflict:
+                self.already_existed += 1
+                try:
+                    return await shard.client.get(
+                        JOBS, namespace=shard.namespace, name=ref.request_id
+                    )
+                except (KubeNotFound, KubeUnavailable):
+                    # Gone again (TTL) or unreadable: it was created; the uid is a nicety.
+                    return {"metadata": {}}
+            except KubeRejected as exc:
+                self.rejected += 1
+                await self._fail(ref, str(exc))
+                return None
+            except KubeUnavailable as exc:
+                self.retries += 1
+                if exc.retry_after is not None:
+                    throttle.penalise(exc.retry_after)
+                pause = max(exc.retry_after or 0.0, random.uniform(delay / 2, delay))
+                logger.warning(
+                    "transient error creating Job, retrying in %.2fs: %s",
+                    pause,
+                    exc,
+                    extra={"request_id": ref.request_id},
+                )
+                await trio.sleep(pause)
+                delay = min(delay * 2, self.retry_max_delay)
+                continue
+            self.submitted += 1
+            return job
+
+    async def _fail(self, ref: RunRef, details: str) -> None:
+        await self.store.transition(
+            algorithm=ref.algorithm,
+            request_id=ref.request_id,
+            to=Stage.SCHEDULING_FAILED,
+            expected={Stage.BUFFERED},
+            changes={
+                "algorithm_failure_cause": LAUNCH_FAILED,
+                "algorithm_failure_details": details,
+            },
+        )
+        logger.warning("run failed to launch: %s", details, extra={"request_id": ref.request_id})
+
+    async def _delete(self, shard: Shard, ref: RunRef) -> None:
+        with contextlib.suppress(KubeNotFound):
+            await shard.client.delete(
+                JOBS,
+                namespace=shard.namespace,
+                name=ref.request_id,
+                propagation_policy="Background",
+                grace_period_seconds=0,
+            )
+
+    def statistics(self) -> SubmitterStatistics:
+        return SubmitterStatistics(
+            submitted=self.submitted,
+            already_existed=self.already_existed,
+            rejected=self.rejected,
+            retries=self.retries,
+            in_flight=self.in_flight,
+        )
+
+
+async def run_submitter(
+    *,
+    queue: VirtualQueue[RunRef],
+    submitter: Submitter,
+    workers: int,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Run `workers` submission workers on the queue until cancelled."""
+
+    async def work() -> NoReturn:
+        while True:
+            ref = await queue.get()
+            try:
+                await submitter.submit(ref)
+            except StoreError:
+                # The run is still BUFFERED in the store; keep it ahead of new work.
+                logger.exception("store failed while submitting; requeueing")
+                await trio.sleep(STORE_RETRY_DELAY)
+                queue.put_priority(ref)
+
+    logger.info("submitter started with %d workers", workers)
+    async with trio.open_nursery() as nursery:
+        for _ in range(workers):
+            nursery.start_soon(work)
+        task_status.started()
+    raise AssertionError("unreachable: workers never return")  # pragma: no cover

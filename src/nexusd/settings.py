@@ -1,0 +1,365 @@
+"""Settings: frozen attrs groups, loaded with a fixed precedence.
+
+    defaults (named constants below) < TOML file (`--config`) < `NEXUS__SECTION__KEY` environment
+    < command-line flags
+
+Every key lives in one section; `config/nexusd.example.toml` lists them all with their defaults.
+Unknown sections or keys and values that do not parse stop the process at start (exit code 2)
+with a message naming the key, rather than being silently ignored.
+
+Durations are written as Go duration strings (`"100ms"`, `"24h"`), like upstream's config, or as
+plain numbers of seconds; sizes as Kubernetes-style quantities (`"64Mi"`) or plain bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from nexusd.core.durations import parse_go_duration
+from nexusd.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+ENV_PREFIX = "NEXUS__"
+
+DEFAULT_PORT = 8080
+DEFAULT_DATA_DIR = ".nexusd"
+DEFAULT_PAYLOAD_VALID_FOR = 24 * 3600.0  # upstream's `payload-valid-for` default (24h)
+DEFAULT_MAX_VALID_FOR = 7 * 24 * 3600.0  # S3 SigV4 presigning caps at 7 days
+DEFAULT_MAX_PAYLOAD_SIZE = 64 * 1024 * 1024
+DEFAULT_QUEUE_CAPACITY = 10_000
+DEFAULT_WORKERS = 8
+DEFAULT_SUBMIT_RATE = 50.0  # Job creates per second per shard; client-go's default QPS is 5
+DEFAULT_SUBMIT_BURST = 100
+DEFAULT_RUNTIME_NAMESPACE = "nexus"
+
+
+def _doc(text: str, kind: str = "") -> dict[str, str]:
+    return {"doc": text, "kind": kind}
+
+
+@attrs.frozen
+class HttpSettings:
+    host: str = attrs.field(default="0.0.0.0", metadata=_doc("address the HTTP API binds to"))
+    port: int = attrs.field(default=DEFAULT_PORT, metadata=_doc("TCP port of the HTTP API"))
+    external_url: str = attrs.field(
+        default="",
+        metadata=_doc(
+            "base URL under which pods reach this process (payload and result URLs); "
+            "empty = http://<host>:<port>, with 127.0.0.1 for a wildcard host"
+        ),
+    )
+    max_payload_size: int = attrs.field(
+        default=DEFAULT_MAX_PAYLOAD_SIZE,
+        metadata=_doc("largest accepted request body; bigger bodies get 413", "size"),
+    )
+
+
+@attrs.frozen
+class NodeSettings:
+    host_name: str = attrs.field(
+        default="",
+        metadata=_doc("name recorded as received_by_host on each run; empty = the host name"),
+    )
+
+
+@attrs.frozen
+class DataSettings:
+    dir: Path = attrs.field(
+        default=Path(DEFAULT_DATA_DIR),
+        metadata=_doc("directory for the SQLite store, payloads, results and the URL key", "path"),
+    )
+
+
+@attrs.frozen
+class StoreSettings:
+    kind: str = attrs.field(
+        default="sqlite", metadata=_doc('checkpoint store: "sqlite" or "memory"', "sqlite|memory")
+    )
+    path: Path | None = attrs.field(
+        default=None, metadata=_doc("SQLite file; empty = <data.dir>/checkpoints.sqlite3", "path")
+    )
+    synchronous: str = attrs.field(
+        default="FULL",
+        metadata=_doc("SQLite synchronous mode: FULL (fsync each commit) or NORMAL", "FULL|NORMAL"),
+    )
+    batch_size: int = attrs.field(
+        default=256, metadata=_doc("most writes the SQLite writer commits in one transaction")
+    )
+
+
+@attrs.frozen
+class PayloadSettings:
+    kind: str = attrs.field(
+        default="filesystem", metadata=_doc('payload store: "filesystem"', "filesystem")
+    )
+    dir: Path | None = attrs.field(
+        default=None, metadata=_doc("payload and result files; empty = <data.dir>/blobs", "path")
+    )
+    sign_key_file: Path | None = attrs.field(
+        default=None,
+        metadata=_doc(
+            "HMAC key for signed URLs (made if missing); empty = <data.dir>/url.key", "path"
+        ),
+    )
+    valid_for: float = attrs.field(
+        default=DEFAULT_PAYLOAD_VALID_FOR,
+        metadata=_doc("lifetime of payload URLs when a run gives no payloadValidFor", "duration"),
+    )
+    max_valid_for: float = attrs.field(
+        default=DEFAULT_MAX_VALID_FOR,
+        metadata=_doc("cap on payloadValidFor and on result URL lifetimes", "duration"),
+    )
+    result_valid_for: float = attrs.field(
+        default=DEFAULT_PAYLOAD_VALID_FOR,
+        metadata=_doc("lifetime of result upload and download URLs", "duration"),
+    )
+
+
+@attrs.frozen
+class KubeSettings:
+    kubeconfig: Path | None = attrs.field(
+        default=None,
+        metadata=_doc("kubeconfig of the cluster; empty = in-cluster, else $KUBECONFIG", "path"),
+    )
+    context: str = attrs.field(default="", metadata=_doc("kubeconfig context; empty = current"))
+    shard_name: str = attrs.field(
+        default="",
+        metadata=_doc(
+            "shard name workgroups refer to (spec.cluster); empty = kubeconfig file name before "
+            'its first dot, or "standalone" in-cluster'
+        ),
+    )
+    runtime_namespace: str = attrs.field(
+        default=DEFAULT_RUNTIME_NAMESPACE,
+        metadata=_doc("namespace holding templates, workgroups and the runs' Jobs"),
+    )
+    request_timeout: float = attrs.field(
+        default=30.0, metadata=_doc("timeout of one Kubernetes API call", "duration")
+    )
+    resync: float = attrs.field(
+        default=30.0, metadata=_doc("template/workgroup cache full re-list period", "duration")
+    )
+
+
+@attrs.frozen
+class SubmissionSettings:
+    queue_capacity: int = attrs.field(
+        default=DEFAULT_QUEUE_CAPACITY,
+        metadata=_doc("runs waiting for submission; when full, new runs get 429"),
+    )
+    workers: int = attrs.field(default=DEFAULT_WORKERS, metadata=_doc("concurrent Job creations"))
+    rate: float = attrs.field(
+        default=DEFAULT_SUBMIT_RATE, metadata=_doc("sustained Job creations per second")
+    )
+    burst: int = attrs.field(default=DEFAULT_SUBMIT_BURST, metadata=_doc("token bucket size"))
+    retry_base_delay: float = attrs.field(
+        default=0.1, metadata=_doc("first back-off after a transient API error", "duration")
+    )
+    retry_max_delay: float = attrs.field(
+        default=30.0, metadata=_doc("longest back-off between submission retries", "duration")
+    )
+
+
+@attrs.frozen
+class ShutdownSettings:
+    grace: float = attrs.field(
+        default=10.0,
+        metadata=_doc("time to drain work after SIGTERM before cancelling it", "duration"),
+    )
+
+
+@attrs.frozen
+class LoggingSettings:
+    level: str = attrs.field(
+        default="INFO", metadata=_doc("DEBUG, INFO, WARNING or ERROR", "DEBUG|INFO|WARNING|ERROR")
+    )
+    format: str = attrs.field(default="plain", metadata=_doc("plain or json", "plain|json"))
+
+
+@attrs.frozen
+class DevSettings:
+    kubelet: str = attrs.field(
+        default="local",
+        metadata=_doc(
+            "embedded cluster kubelet: local (real processes) or scripted", "local|scripted"
+        ),
+    )
+    manifests: Path | None = attrs.field(
+        default=None, metadata=_doc("extra template/workgroup YAML files applied at start", "path")
+    )
+
+
+@attrs.frozen
+class Settings:
+    http: HttpSettings = HttpSettings()
+    node: NodeSettings = NodeSettings()
+    data: DataSettings = DataSettings()
+    store: StoreSettings = StoreSettings()
+    payloads: PayloadSettings = PayloadSettings()
+    kube: KubeSettings = KubeSettings()
+    submission: SubmissionSettings = SubmissionSettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
+    logging: LoggingSettings = LoggingSettings()
+    dev: DevSettings = DevSettings()
+
+    # Derived values, so no caller re-implements the "empty = ..." rules.
+    @property
+    def host_name(self) -> str:
+        return self.node.host_name or socket.gethostname()
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.store.path or self.data.dir / "checkpoints.sqlite3"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.payloads.dir or self.data.dir / "blobs"
+
+    @property
+    def sign_key_file(self) -> Path:
+        return self.payloads.sign_key_file or self.data.dir / "url.key"
+
+
+_CHOICES = re.compile(r"^[A-Za-z]+(\|[A-Za-z]+)*$")
+_NUMBER = re.compile(r"^\s*\d+(\.\d+)?\s*$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|k|M|G|T)?\s*$")
+_SIZE_UNITS = {
+    None: 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
+
+
+def _sections() -> dict[str, type[Any]]:
+    return {field.name: type(field.default) for field in attrs.fields(Settings)}
+
+
+def _convert(key: str, field: attrs.Attribute[Any], raw: Any) -> Any:
+    """Turn a TOML or environment value into the field's type, or raise ConfigError naming key."""
+    kind = field.metadata.get("kind", "")
+    try:
+        if kind == "duration":
+            if isinstance(raw, bool):
+                raise ValueError("expected a duration")
+            if isinstance(raw, int | float) or _NUMBER.match(str(raw)):
+                value: Any = float(raw)
+            else:
+                value = parse_go_duration(str(raw)).total_seconds()
+            if value < 0:
+                raise ValueError("must not be negative")
+            return value
+        if kind == "size":
+            if isinstance(raw, int) and not isinstance(raw, bool):
+                return raw
+            match = _SIZE.match(str(raw))
+            if not match:
+                raise ValueError("expected bytes or a quantity like 64Mi")
+            return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+        if kind == "path":
+            return Path(str(raw)) if str(raw) else None
+        if _CHOICES.match(kind):
+            choices = kind.split("|")
+            if str(raw) not in choices:
+                raise ValueError(f"expected one of {', '.join(choices)}")
+            return str(raw)
+        if field.type in (int, "int"):
+            if isinstance(raw, bool):
+                raise ValueError("expected an integer")
+            return int(raw)
+        if field.type in (float, "float"):
+            if isinstance(raw, bool):
+                raise ValueError("expected a number")
+            return float(raw)
+        if field.type in (bool, "bool"):
+            if isinstance(raw, bool):
+                return raw
+            if str(raw).lower() in ("true", "1", "yes"):
+                return True
+            if str(raw).lower() in ("false", "0", "no"):
+                return False
+            raise ValueError("expected true or false")
+        return str(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: invalid value {raw!r}: {exc}") from None
+
+
+def _apply(
+    values: dict[str, dict[str, Any]], section: str, key: str, raw: Any, origin: str
+) -> None:
+    sections = _sections()
+    if section not in sections:
+        raise ConfigError(f"{origin}: unknown section {section!r}")
+    fields = {field.name: field for field in attrs.fields(sections[section])}
+    if key not in fields:
+        raise ConfigError(f"{origin}: unknown key {section}.{key}")
+    values.setdefault(section, {})[key] = _convert(origin, fields[key], raw)
+
+
+def load_settings(
+    *,
+    toml_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build Settings: defaults < `toml_path` < `environ` NEXUS__ vars < `overrides`.
+
+    `defaults` (a mode's own defaults) and `overrides` (the CLI's explicit flags) map
+    "section.key" to a value.
+    """
+    values: dict[str, dict[str, Any]] = {}
+    for dotted, raw in (defaults or {}).items():
+        section, key = dotted.split(".", 1)
+        _apply(values, section, key, raw, f"default {dotted}")
+    if toml_path is not None:
+        try:
+            document = tomllib.loads(toml_path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"--config {toml_path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"--config {toml_path}: not valid TOML: {exc}") from None
+        for section, table in document.items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"{toml_path}: {section} must be a [section] table")
+            for key, raw in table.items():
+                _apply(values, section, key, raw, f"{toml_path}: {section}.{key}")
+    for name, raw in sorted((environ if environ is not None else os.environ).items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].split("__")
+        if len(parts) != 2:
+            raise ConfigError(f"{name}: expected NEXUS__SECTION__KEY")
+        _apply(values, parts[0].lower(), parts[1].lower(), raw, name)
+    for dotted, raw in (overrides or {}).items():
+        section, key = dotted.split(".", 1)
+        _apply(values, section, key, raw, f"--{key.replace('_', '-')}")
+    sections = _sections()
+    try:
+        return Settings(**{name: sections[name](**kv) for name, kv in values.items()})
+    except (TypeError, ValueError) as exc:  # pragma: no cover - conversions guard this
+        raise ConfigError(str(exc)) from None
+
+
+def describe() -> list[tuple[str, str, Any, str, str]]:
+    """(section, key, default, env name, doc) for every setting, for docs and tests."""
+    rows = []
+    for section, cls in _sections().items():
+        for field in attrs.fields(cls):
+            env = f"{ENV_PREFIX}{section.upper()}__{field.name.upper()}"
+            rows.append((section, field.name, field.default, env, field.metadata.get("doc", "")))
+    return rows

@@ -1,0 +1,64 @@
+"""The `nexusd` executable: help, exit codes and messages, through `main()` and a real
+subprocess; nothing faked."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+from nexusd.cli import main
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pytest
+
+
+def test_help_lists_only_working_modes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for mode in ("scheduler", "receiver", "dev"):
+        assert mode in out
+    for missing in ("maintainer", "controller", "supervisor"):
+        assert missing not in out
+
+
+def test_unknown_mode_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bogus"]) == 2
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+def test_bad_flag_value_exits_2_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["dev", "--port", "abc"]) == 2
+    assert "--port: invalid value 'abc'" in capsys.readouterr().err
+
+
+def test_unreadable_kubeconfig_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "scheduler",
+            "--port",
+            "0",
+            "--data-dir",
+            str(tmp_path),
+            "--kubeconfig",
+            str(tmp_path / "none"),
+        ]
+    )
+    assert code == 2
+    assert str(tmp_path / "none") in capsys.readouterr().err
+
+
+def test_environment_errors_stop_the_real_executable(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "nexusd", "receiver", "--port", "0"],
+        env={"NEXUS__HTTP__PROT": "1", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "NEXUS__HTTP__PROT: unknown key http.prot" in result.stderr
