@@ -34,4 +34,4 @@ def tests(session: nox.Session) -> None:
 def perf(session: nox.Session) -> None:
     """Benchmarks under tests/perf; they print their figures."""
     session.install("-e", ".[test]")
-    session.run("pytest", "tests/perf", "-s", "-p", "no:timeout", *session.posargs)
+    session.run("pytest", "tests/perf", "-s", "--timeout=1800", *session.posargs)

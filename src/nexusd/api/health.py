@@ -25,7 +25,7 @@ async def healthz() -> Response:
 async def readyz() -> Response:
     context: AppContext = current_app.config["NEXUSD"]
     details: dict[str, Any] = {
-        name: attrs.asdict(snapshot()) for name, snapshot in context.statistics.items()
+        name: _jsonable(attrs.asdict(snapshot())) for name, snapshot in context.statistics.items()
     }
     ready = context.readiness.accepting and not context.readiness.reasons
     document = {
@@ -35,3 +35,13 @@ async def readyz() -> Response:
         "details": details,
     }
     return json_response(200 if ready else 503, document)
+
+
+def _jsonable(value: Any) -> Any:
+    """Counters keyed by tuples (verb, resource, code) become "verb resource code" keys."""
+    if isinstance(value, dict):
+        return {
+            " ".join(map(str, key)) if isinstance(key, tuple) else key: _jsonable(item)
+            for key, item in value.items()
+        }
+    return value

@@ -148,5 +148,6 @@ async def _start_scheduler(
         queue=queue.statistics,
         submitter=submitter.statistics,
         **{f"throttle:{name}": bucket.statistics for name, bucket in throttles.items()},
+        **{f"kube:{name}": shard.client.statistics for name, shard in shards.items()},
     )
     return queue
