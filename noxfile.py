@@ -1,10 +1,11 @@
-"""Checks, one entry point: `nox` runs lint, typecheck and tests; `nox -s perf` the benchmarks."""
+"""Checks, one entry point: `nox` runs lint, typecheck, imports and tests; `nox -s perf` the
+benchmarks."""
 
 from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "imports", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
@@ -22,6 +23,13 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     session.install("mypy>=1.11", "types-PyYAML", "-e", ".[test]")
     session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def imports(session: nox.Session) -> None:
+    """The layering of ARCHITECTURE.md §4, checked by import-linter (contracts in pyproject)."""
+    session.install("import-linter>=2.1", "-e", ".")
+    session.run("lint-imports")
 
 
 @nox.session(python=PYTHON)

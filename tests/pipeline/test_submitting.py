@@ -21,6 +21,7 @@ from nexusd.core.clock import ManualClock, SystemClock
 from nexusd.core.lifecycle import Stage
 from nexusd.core.records import Checkpoint, SubmissionEntry
 from nexusd.devcluster import DevCluster, DevClusterConfig, run_dev_cluster
+from nexusd.devcluster.objects import status_body
 from nexusd.kube.client import JOBS, KubeClient
 from nexusd.kube.credentials import ClusterCredentials, load_credentials
 from nexusd.kube.manifests import build_job
@@ -197,18 +198,6 @@ class Script:
         return httpx.Response(201, json=job)
 
 
-def status(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-
-
 @pytest.fixture
 def scripted() -> Iterator[Any]:
     def make(script: Script) -> KubeClient:
@@ -223,7 +212,7 @@ async def test_transient_errors_are_retried_and_429_waits_retry_after(
 ) -> None:
     script = Script(
         (429, {"Retry-After": "3"}, "Too many requests, please try again later.\n"),
-        (503, {}, status(503, "ServiceUnavailable", "etcd is down")),
+        (503, {}, status_body(503, "ServiceUnavailable", "etcd is down")),
     )
     store = MemoryCheckpointStore(clock=ManualClock())
     ref = await buffer_run(store, "retried")
@@ -241,7 +230,7 @@ async def test_a_permanent_refusal_fails_the_run_with_the_api_message(
     autojump_clock: trio.testing.MockClock, scripted: Any
 ) -> None:
     message = 'Job.batch "bad" is invalid: spec.template.spec.containers[0].image: Required value'
-    script = Script((422, {}, status(422, "Invalid", message)))
+    script = Script((422, {}, status_body(422, "Invalid", message)))
     store = MemoryCheckpointStore(clock=ManualClock())
     ref = await buffer_run(store, "bad")
     await make_submitter(store, scripted(script)).submit(ref)

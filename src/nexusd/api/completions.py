@@ -6,28 +6,19 @@ then drops reports for unknown runs silently; here an unknown run is a 404 the c
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from quart import Blueprint, Response
 
-from quart import Blueprint, Response, current_app
-
+from nexusd.api.context import current_context
 from nexusd.api.responses import body, json_response, text
 from nexusd.core.errors import NotFound
 from nexusd.pipeline.completing import InvalidReport, parse_report
 
-if TYPE_CHECKING:
-    from nexusd.api.context import AppContext
-
 blueprint = Blueprint("completions", __name__, url_prefix="/algorithm/v1")
-
-
-def _context() -> AppContext:
-    context: AppContext = current_app.config["NEXUSD"]
-    return context
 
 
 @blueprint.post("/complete/<algorithm>/requests/<request_id>")
 async def complete_run(algorithm: str, request_id: str) -> Response:
-    completer = _context().completer
+    completer = current_context().completer
     assert completer is not None
     try:
         report = parse_report(await body())
@@ -42,7 +33,7 @@ async def complete_run(algorithm: str, request_id: str) -> Response:
 
 @blueprint.get("/check/<algorithm>/requests/<request_id>")
 async def check_run(algorithm: str, request_id: str) -> Response:
-    completer = _context().completer
+    completer = current_context().completer
     assert completer is not None
     try:
         processed = await completer.is_processed(algorithm=algorithm, request_id=request_id)

@@ -6,6 +6,7 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from quart import current_app
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -19,16 +20,9 @@ if TYPE_CHECKING:
 
 @attrs.define
 class Readiness:
-    """Why the process is or is not ready; /readyz answers 503 while any reason is set."""
+    """Whether the process takes new work; /readyz answers 503 and intake 503 once it stops."""
 
-    reasons: set[str] = attrs.field(factory=set)
     accepting: bool = True
-
-    def block(self, reason: str) -> None:
-        self.reasons.add(reason)
-
-    def unblock(self, reason: str) -> None:
-        self.reasons.discard(reason)
 
 
 @attrs.define
@@ -43,3 +37,9 @@ class AppContext:
     result_valid_for: dt.timedelta = dt.timedelta(hours=24)
     #: name -> callable returning an attrs statistics snapshot, shown by /readyz
     statistics: dict[str, Callable[[], Any]] = attrs.field(factory=dict)
+
+
+def current_context() -> AppContext:
+    """The AppContext of the app handling the current request."""
+    context: AppContext = current_app.config["NEXUSD"]
+    return context

@@ -7,22 +7,22 @@ signature over its scope, path and expiry: a missing, tampered or expired signat
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, Response, request
 
+from nexusd.api.context import current_context
 from nexusd.api.responses import body, text
+from nexusd.stores.filesystem import PAYLOAD_GET, RESULT_GET, RESULT_PUT, FilesystemPayloadStore
 from nexusd.stores.signing import SignatureError
-
-if TYPE_CHECKING:
-    from nexusd.api.context import AppContext
-    from nexusd.stores.filesystem import FilesystemPayloadStore
 
 blueprint = Blueprint("data", __name__, url_prefix="/data/v1")
 
+Reader = Callable[..., Awaitable[bytes | None]]
+
 
 def _files() -> FilesystemPayloadStore:
-    context: AppContext = current_app.config["NEXUSD"]
+    context = current_context()
     assert context.files is not None
     return context.files
 
@@ -35,34 +35,32 @@ def _refused(scope: str) -> Response | None:
     return None
 
 
+async def _serve(scope: str, read: Reader, what: str, algorithm: str, request_id: str) -> Response:
+    if refused := _refused(scope):
+        return refused
+    data = await read(algorithm=algorithm, request_id=request_id)
+    if data is None:
+        return text(404, f"No {what} for {algorithm}/{request_id}")
+    return Response(data, status=200, content_type="application/json")
+
+
 @blueprint.get("/payloads/<algorithm>/requests/<request_id>")
 async def get_payload(algorithm: str, request_id: str) -> Response:
-    if refused := _refused("payload:get"):
-        return refused
-    data = await _files().get_payload(algorithm=algorithm, request_id=request_id)
-    if data is None:
-        return text(404, f"No payload for {algorithm}/{request_id}")
-    return Response(data, status=200, content_type="application/json")
+    return await _serve(PAYLOAD_GET, _files().get_payload, "payload", algorithm, request_id)
 
 
 @blueprint.put("/results/<algorithm>/requests/<request_id>")
 async def put_result(algorithm: str, request_id: str) -> Response:
-    if refused := _refused("result:put"):
+    if refused := _refused(RESULT_PUT):
         return refused
     files = _files()
     await files.put_result(algorithm=algorithm, request_id=request_id, data=await body())
-    context: AppContext = current_app.config["NEXUSD"]
     location = files.result_url(
-        algorithm=algorithm, request_id=request_id, valid_for=context.result_valid_for
+        algorithm=algorithm, request_id=request_id, valid_for=current_context().result_valid_for
     )
     return text(201, location, {"Location": location})
 
 
 @blueprint.get("/results/<algorithm>/requests/<request_id>")
 async def get_result(algorithm: str, request_id: str) -> Response:
-    if refused := _refused("result:get"):
-        return refused
-    data = await _files().get_result(algorithm=algorithm, request_id=request_id)
-    if data is None:
-        return text(404, f"No result for {algorithm}/{request_id}")
-    return Response(data, status=200, content_type="application/json")
+    return await _serve(RESULT_GET, _files().get_result, "result", algorithm, request_id)

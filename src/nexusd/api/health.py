@@ -3,15 +3,13 @@ traffic: caches synced, not shutting down), with each stage's statistics as deta
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
-from quart import Blueprint, Response, current_app
+from quart import Blueprint, Response
 
+from nexusd.api.context import current_context
 from nexusd.api.responses import json_response, text
-
-if TYPE_CHECKING:
-    from nexusd.api.context import AppContext
 
 blueprint = Blueprint("health", __name__)
 
@@ -23,15 +21,14 @@ async def healthz() -> Response:
 
 @blueprint.get("/readyz")
 async def readyz() -> Response:
-    context: AppContext = current_app.config["NEXUSD"]
+    context = current_context()
     details: dict[str, Any] = {
         name: _jsonable(attrs.asdict(snapshot())) for name, snapshot in context.statistics.items()
     }
-    ready = context.readiness.accepting and not context.readiness.reasons
+    ready = context.readiness.accepting
     document = {
         "ready": ready,
-        "reasons": sorted(context.readiness.reasons)
-        + ([] if context.readiness.accepting else ["shutting down"]),
+        "reasons": [] if ready else ["shutting down"],
         "details": details,
     }
     return json_response(200 if ready else 503, document)

@@ -7,27 +7,18 @@ text/plain 404 (contract §0.1).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from quart import Blueprint, Response
 
-from quart import Blueprint, Response, current_app
-
+from nexusd.api.context import current_context
 from nexusd.api.responses import json_response, text
 from nexusd.pipeline.results import metadata, request_result, tagged_result
-
-if TYPE_CHECKING:
-    from nexusd.api.context import AppContext
 
 blueprint = Blueprint("results", __name__, url_prefix="/algorithm/v1")
 
 
-def _context() -> AppContext:
-    context: AppContext = current_app.config["NEXUSD"]
-    return context
-
-
 @blueprint.get("/results/<algorithm>/requests/<request_id>")
 async def run_result(algorithm: str, request_id: str) -> Response:
-    checkpoint = await _context().store.get(algorithm=algorithm, request_id=request_id)
+    checkpoint = await current_context().store.get(algorithm=algorithm, request_id=request_id)
     if checkpoint is None:
         return text(400, f"Failed to read results for {request_id}")
     return json_response(200, request_result(checkpoint))
@@ -35,13 +26,13 @@ async def run_result(algorithm: str, request_id: str) -> Response:
 
 @blueprint.get("/results/tags/<tag>")
 async def tagged_results(tag: str) -> Response:
-    runs = await _context().store.by_tag(tag=tag)
+    runs = await current_context().store.by_tag(tag=tag)
     return json_response(200, [tagged_result(checkpoint) for checkpoint in runs])
 
 
 @blueprint.get("/metadata/<algorithm>/requests/<request_id>")
 async def run_metadata(algorithm: str, request_id: str) -> Response:
-    checkpoint = await _context().store.get(algorithm=algorithm, request_id=request_id)
+    checkpoint = await current_context().store.get(algorithm=algorithm, request_id=request_id)
     if checkpoint is None:
         return text(400, f"Failed to read metadata for {request_id}")
     return json_response(200, metadata(checkpoint))

@@ -6,29 +6,22 @@ Status codes and bodies are upstream's (contract §2.1, 2.5-2.8, §0.1).
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, Response, request
 
+from nexusd.api.context import current_context
 from nexusd.api.responses import body, json_response, text
 from nexusd.core.errors import NotFound
+from nexusd.pipeline.bodies import json_object, string_field
 from nexusd.pipeline.cancelling import InvalidCancellation, parse_cancellation
 from nexusd.pipeline.intake import IntakeError
-
-if TYPE_CHECKING:
-    from nexusd.api.context import AppContext
 
 blueprint = Blueprint("runs", __name__, url_prefix="/algorithm/v1")
 
 
-def _context() -> AppContext:
-    context: AppContext = current_app.config["NEXUSD"]
-    return context
-
-
 @blueprint.post("/run/<algorithm>")
 async def create_run(algorithm: str) -> Response:
-    context = _context()
+    context = current_context()
     if not context.readiness.accepting or context.intake is None:
         return text(503, "This scheduler is shutting down; please retry.", {"Retry-After": "1"})
     try:
@@ -43,7 +36,7 @@ async def create_run(algorithm: str) -> Response:
 
 @blueprint.post("/cancel/<algorithm>/requests/<request_id>")
 async def cancel_run(algorithm: str, request_id: str) -> Response:
-    context = _context()
+    context = current_context()
     assert context.canceller is not None
     try:
         cancellation = parse_cancellation(await body())
@@ -60,14 +53,17 @@ async def cancel_run(algorithm: str, request_id: str) -> Response:
 
 @blueprint.post("/metadata/tags/<algorithm>/requests/<request_id>")
 async def update_tag(algorithm: str, request_id: str) -> Response:
+    def invalid(message: str) -> ValueError:
+        return ValueError(f"Tag update payload is invalid: {message}")
+
     try:
-        document = json.loads(await body())
-    except (ValueError, UnicodeDecodeError) as exc:
-        return text(400, f"Tag update payload is invalid: {exc}")
-    new_tag = document.get("newTag") if isinstance(document, dict) else None
-    if not isinstance(new_tag, str):
-        return text(400, "Tag update payload is invalid: newTag must be a string")
-    updated = await _context().store.update_tag(
+        document = json_object(await body(), invalid)
+        if "newTag" not in document:
+            raise invalid("newTag is required")
+        new_tag = string_field(document, "newTag", invalid)
+    except ValueError as exc:
+        return text(400, str(exc))
+    updated = await current_context().store.update_tag(
         algorithm=algorithm, request_id=request_id, tag=new_tag
     )
     if updated is None:
@@ -77,7 +73,7 @@ async def update_tag(algorithm: str, request_id: str) -> Response:
 
 @blueprint.get("/buffer/<algorithm>/requests/<request_id>")
 async def buffered_run(algorithm: str, request_id: str) -> Response:
-    entry = await _context().store.get_submission(algorithm=algorithm, request_id=request_id)
+    entry = await current_context().store.get_submission(algorithm=algorithm, request_id=request_id)
     if entry is None:
         return text(400, f"Failed to read buffered metadata for {request_id}")
     return text(200, json.dumps(entry.template, separators=(",", ":")))
@@ -85,7 +81,7 @@ async def buffered_run(algorithm: str, request_id: str) -> Response:
 
 @blueprint.get("/payload/<algorithm>/requests/<request_id>")
 async def payload(algorithm: str, request_id: str) -> Response:
-    checkpoint = await _context().store.get(algorithm=algorithm, request_id=request_id)
+    checkpoint = await current_context().store.get(algorithm=algorithm, request_id=request_id)
     if checkpoint is None:
         return text(400, f"Failed to find a run for {request_id}")
     if not checkpoint.payload_uri:

@@ -11,8 +11,10 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
+import attrs
 import trio
 
+from nexusd.core.clock import SystemClock
 from nexusd.core.errors import ConfigError
 from nexusd.kube.client import KubeClient
 from nexusd.kube.credentials import load_credentials
@@ -31,6 +33,28 @@ if TYPE_CHECKING:
     from nexusd.stores.checkpoints import CheckpointStore
 
 logger = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class Foundation:
+    """What every mode stands on: the bound HTTP socket, the clock and the two stores."""
+
+    settings: Settings
+    clock: Clock
+    sock: socket.socket
+    store: CheckpointStore
+    files: FilesystemPayloadStore
+
+
+@contextlib.asynccontextmanager
+async def open_foundation(settings: Settings) -> AsyncIterator[Foundation]:
+    """Bind the HTTP socket first (so port 0 resolves to the port URLs name), then open the
+    stores; everything is closed again on the way out."""
+    clock = SystemClock()
+    with bind_socket(settings.http.host, settings.http.port) as sock:
+        async with open_checkpoint_store(settings, clock) as store:
+            files = await open_payload_store(settings, clock, base_url=external_url(settings, sock))
+            yield Foundation(settings=settings, clock=clock, sock=sock, store=store, files=files)
 
 
 @contextlib.asynccontextmanager
@@ -85,8 +109,7 @@ async def open_shard(
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """Bind the HTTP socket before anything else, so port 0 resolves to a real port that the
-    payload and result URLs can name."""
+    """A bound, listening TCP socket for the HTTP API."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

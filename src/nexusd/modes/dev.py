@@ -17,22 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from nexusd.core.clock import SystemClock
 from nexusd.devcluster import DevClusterConfig, run_dev_cluster
 from nexusd.kube.applying import apply, parse_documents, read_directory
-from nexusd.modes.building import (
-    bind_socket,
-    external_url,
-    open_checkpoint_store,
-    open_payload_store,
-    open_shard,
-)
+from nexusd.modes.building import external_url, open_foundation, open_shard
 from nexusd.modes.services import Running, start_services
 from nexusd.pipeline.outcomes import run_job_outcomes
 
 if TYPE_CHECKING:
-    import socket
-
     from nexusd.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -77,57 +68,33 @@ async def run(
 ) -> None:
     extra = read_directory(settings.dev.manifests) if settings.dev.manifests else []
     data_dir = settings.data.dir
-    await trio.to_thread.run_sync(lambda: data_dir.mkdir(parents=True, exist_ok=True))
-    with bind_socket(settings.http.host, settings.http.port) as sock:
-        await _run(settings, sock, extra, task_status)
-
-
-async def _run(
-    settings: Settings,
-    sock: socket.socket,
-    extra: list[dict[str, Any]],
-    task_status: trio.TaskStatus[Running],
-) -> None:
-    clock = SystemClock()
-    data_dir = settings.data.dir
-    base_url = external_url(settings, sock)
     namespace = settings.kube.runtime_namespace
-    async with trio.open_nursery() as outer:
+    await trio.to_thread.run_sync(lambda: data_dir.mkdir(parents=True, exist_ok=True))
+    cluster_config = DevClusterConfig(
+        state_dir=data_dir / "cluster",
+        namespace=namespace,
+        kubelet="local" if settings.dev.kubelet == "local" else "scripted",
+    )
+    async with open_foundation(settings) as foundation, trio.open_nursery() as outer:
         cluster = await outer.start(
-            lambda task_status: run_dev_cluster(
-                config=DevClusterConfig(
-                    state_dir=data_dir / "cluster",
-                    namespace=namespace,
-                    kubelet="local" if settings.dev.kubelet == "local" else "scripted",
-                ),
-                task_status=task_status,
-            )
+            lambda task_status: run_dev_cluster(config=cluster_config, task_status=task_status)
         )
+        url = external_url(settings, foundation.sock)
         async with (
-            open_checkpoint_store(settings, clock) as store,
             open_shard(settings, kubeconfig=cluster.kubeconfig_path, name=DEV_SHARD) as shard,
+            trio.open_nursery() as nursery,
         ):
-            for document in bundled_documents(namespace=namespace, receiver_url=base_url) + extra:
+            for document in bundled_documents(namespace=namespace, receiver_url=url) + extra:
                 await apply(shard.client, document, namespace=namespace)
-            files = await open_payload_store(settings, clock, base_url=base_url)
-            async with trio.open_nursery() as nursery:
-                running = await start_services(
-                    nursery,
-                    settings=settings,
-                    clock=clock,
-                    store=store,
-                    files=files,
-                    sock=sock,
-                    shards={shard.name: shard},
-                    scheduler=True,
-                    receiver=True,
+            running = await start_services(
+                nursery, foundation, shards={shard.name: shard}, scheduler=True, receiver=True
+            )
+            await nursery.start(
+                lambda task_status: run_job_outcomes(
+                    store=foundation.store, shard=shard, task_status=task_status
                 )
-                await nursery.start(
-                    lambda task_status: run_job_outcomes(
-                        store=store, shard=shard, task_status=task_status
-                    )
-                )
-                running.cluster = cluster
-                print(banner(base_url, cluster.kubeconfig_path), file=sys.stderr, flush=True)
-                task_status.started(running)
+            )
+            running.cluster = cluster
+            print(banner(url, cluster.kubeconfig_path), file=sys.stderr, flush=True)
+            task_status.started(running)
         outer.cancel_scope.cancel()

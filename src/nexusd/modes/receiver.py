@@ -1,4 +1,8 @@
-"""`nexusd receiver`: the completion API algorithm containers report to."""
+"""`nexusd receiver`: the completion API algorithm containers report to.
+
+It signs download URLs for results uploaded through the scheduler's upload URLs, so it shares
+the payload store (and its signing key) with the schedulers.
+"""
 
 from __future__ import annotations
 
@@ -6,45 +10,18 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from nexusd.core.clock import SystemClock
-from nexusd.modes.building import (
-    bind_socket,
-    external_url,
-    open_checkpoint_store,
-    open_payload_store,
-)
+from nexusd.modes.building import open_foundation
 from nexusd.modes.services import Running, start_services
 
 if TYPE_CHECKING:
-    import socket
-
     from nexusd.settings import Settings
 
 
 async def run(
     settings: Settings, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    with bind_socket(settings.http.host, settings.http.port) as sock:
-        await _run(settings, sock, task_status)
-
-
-async def _run(
-    settings: Settings, sock: socket.socket, task_status: trio.TaskStatus[Running]
-) -> None:
-    clock = SystemClock()
-    async with open_checkpoint_store(settings, clock) as store:
-        # The receiver signs download URLs for results uploaded through the scheduler's URLs.
-        files = await open_payload_store(settings, clock, base_url=external_url(settings, sock))
-        async with trio.open_nursery() as nursery:
-            running = await start_services(
-                nursery,
-                settings=settings,
-                clock=clock,
-                store=store,
-                files=files,
-                sock=sock,
-                shards={},
-                scheduler=False,
-                receiver=True,
-            )
-            task_status.started(running)
+    async with open_foundation(settings) as foundation, trio.open_nursery() as nursery:
+        running = await start_services(
+            nursery, foundation, shards={}, scheduler=False, receiver=True
+        )
+        task_status.started(running)

@@ -26,13 +26,12 @@ from nexusd.pipeline.submitting import Submitter, run_submitter
 from nexusd.pipeline.throttling import TokenBucket
 
 if TYPE_CHECKING:
-    import socket
-
     import trio
 
     from nexusd.core.clock import Clock
     from nexusd.devcluster import DevCluster
     from nexusd.kube.shards import Shard
+    from nexusd.modes.building import Foundation
     from nexusd.settings import Settings
     from nexusd.stores.checkpoints import CheckpointStore
     from nexusd.stores.filesystem import FilesystemPayloadStore
@@ -46,7 +45,6 @@ class Running:
 
     url: str
     context: AppContext
-    queue: VirtualQueue[RunRef] | None = None
     #: the embedded cluster, in `nexusd dev`
     cluster: DevCluster | None = None
 
@@ -57,17 +55,19 @@ class Running:
 
 async def start_services(
     nursery: trio.Nursery,
+    foundation: Foundation,
     *,
-    settings: Settings,
-    clock: Clock,
-    store: CheckpointStore,
-    files: FilesystemPayloadStore,
-    sock: socket.socket,
     shards: dict[str, Shard],
     scheduler: bool,
     receiver: bool,
 ) -> Running:
     """Start the HTTP API and, for a scheduler, the configuration cache and the submitter."""
+    settings, clock, store, files = (
+        foundation.settings,
+        foundation.clock,
+        foundation.store,
+        foundation.files,
+    )
     context = AppContext(
         store=store,
         readiness=Readiness(),
@@ -78,16 +78,15 @@ async def start_services(
     statistics = getattr(store, "statistics", None)
     if statistics is not None:
         context.statistics["store"] = statistics
-    queue = None
     if scheduler:
-        queue = await _start_scheduler(nursery, settings, clock, store, files, shards, context)
+        await _start_scheduler(nursery, settings, clock, store, files, shards, context)
     if receiver:
         context.completer = Completer(
             store=store, payloads=files, result_valid_for=settings.payloads.result_valid_for
         )
     app = create_app(context, scheduler=scheduler, receiver=receiver)
-    url = await nursery.start(functools.partial(serve_http, app, sock=sock))
-    return Running(url=url, context=context, queue=queue)
+    url = await nursery.start(functools.partial(serve_http, app, sock=foundation.sock))
+    return Running(url=url, context=context)
 
 
 async def _start_scheduler(
@@ -98,7 +97,7 @@ async def _start_scheduler(
     files: FilesystemPayloadStore,
     shards: dict[str, Shard],
     context: AppContext,
-) -> VirtualQueue[RunRef]:
+) -> None:
     # Templates and workgroups come from the scheduler's own cluster: the first shard.
     home = next(iter(shards.values()))
     cache = ConfigurationCache()
@@ -150,4 +149,3 @@ async def _start_scheduler(
         **{f"throttle:{name}": bucket.statistics for name, bucket in throttles.items()},
         **{f"kube:{name}": shard.client.statistics for name, shard in shards.items()},
     )
-    return queue

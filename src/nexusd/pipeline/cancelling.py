@@ -11,7 +11,6 @@ propagate after the checkpoint is CANCELLED (the maintainer collects the Job).
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING
 
@@ -20,6 +19,7 @@ import attrs
 from nexusd.core.errors import KubeNotFound
 from nexusd.core.lifecycle import Stage
 from nexusd.kube.client import JOBS
+from nexusd.pipeline.bodies import json_object, string_field
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -45,26 +45,20 @@ class CancellationRequest:
 
 
 def parse_cancellation(body: bytes) -> CancellationRequest:
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidCancellation(f"Cancellation payload is invalid: {exc}") from None
-    if not isinstance(document, dict):
-        raise InvalidCancellation("Cancellation payload is invalid: body must be a JSON object")
-    values = {}
-    for key in ("initiator", "reason", "cancellationPolicy"):
-        value = document.get(key) or ""
-        if not isinstance(value, str):
-            raise InvalidCancellation(f"Cancellation payload is invalid: {key} must be a string")
-        values[key] = value
-    policy = values["cancellationPolicy"] or "Background"
+    def invalid(message: str) -> InvalidCancellation:
+        return InvalidCancellation(f"Cancellation payload is invalid: {message}")
+
+    document = json_object(body, invalid)
+    policy = string_field(document, "cancellationPolicy", invalid) or "Background"
     if policy not in POLICIES:
         raise InvalidCancellation(
             f"Invalid cancellation request: invalid CancellationPolicy: '{policy}', "
             "accepted values: Orphan, Foreground or Background"
         )
     return CancellationRequest(
-        initiator=values["initiator"], reason=values["reason"], policy=policy
+        initiator=string_field(document, "initiator", invalid),
+        reason=string_field(document, "reason", invalid),
+        policy=policy,
     )
 
 

@@ -13,13 +13,13 @@ When the algorithm uploaded its result through `NEXUS__RESULT_UPLOAD_URL` and re
 from __future__ import annotations
 
 import datetime as dt
-import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 
 from nexusd.core.errors import NotFound
 from nexusd.core.lifecycle import Stage
+from nexusd.pipeline.bodies import json_object, string_field
 
 if TYPE_CHECKING:
     from nexusd.core.records import Transition
@@ -39,22 +39,14 @@ class Report:
 
 
 def parse_report(body: bytes) -> Report:
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidReport(f"Submitted result is invalid: body is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise InvalidReport("Submitted result is invalid: body must be a JSON object")
-    values: dict[str, str] = {}
-    for key in ("resultUri", "errorCause", "errorDetails"):
-        value: Any = document.get(key) or ""
-        if not isinstance(value, str):
-            raise InvalidReport(f"Submitted result is invalid: {key} must be a string")
-        values[key] = value
+    def invalid(message: str) -> InvalidReport:
+        return InvalidReport(f"Submitted result is invalid: {message}")
+
+    document = json_object(body, invalid)
     return Report(
-        result_uri=values["resultUri"],
-        error_cause=values["errorCause"],
-        error_details=values["errorDetails"],
+        result_uri=string_field(document, "resultUri", invalid),
+        error_cause=string_field(document, "errorCause", invalid),
+        error_details=string_field(document, "errorDetails", invalid),
     )
 
 

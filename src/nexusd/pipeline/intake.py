@@ -29,7 +29,8 @@ from nexusd.core.records import Checkpoint, ParentRef, SubmissionEntry
 from nexusd.kube.client import JOBS
 from nexusd.kube.manifests import build_job, dry_run_owner_reference, parent_owner_reference
 from nexusd.kube.overrides import merge_overrides, validate_overrides, validate_template_spec
-from nexusd.pipeline.queueing import QueueFull, VirtualQueue
+from nexusd.pipeline.bodies import json_object, string_field
+from nexusd.pipeline.queueing import QueueFull, Reservation, VirtualQueue
 
 if TYPE_CHECKING:
     from nexusd.core.clock import Clock
@@ -74,23 +75,9 @@ def _invalid(message: str) -> IntakeError:
     return IntakeError(f"Algorithm payload is invalid: {message}")
 
 
-def _optional_str(document: dict[str, Any], key: str) -> str:
-    value = document.get(key, "")
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise _invalid(f"{key} must be a string")
-    return value
-
-
 def parse_request(body: bytes, *, default_valid_for: float, max_valid_for: float) -> ParsedRequest:
     """Validate an `AlgorithmRequest` body; every message names the offending field."""
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _invalid(f"body is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise _invalid("body must be a JSON object")
+    document = json_object(body, _invalid)
     parameters = document.get("algorithmParameters")
     if parameters is None:
         raise _invalid("algorithmParameters is required")
@@ -116,7 +103,7 @@ def parse_request(body: bytes, *, default_valid_for: float, max_valid_for: float
             raise _invalid("parentRequest.algorithmName is required")
         parent = ParentRef(request_id=request_id, algorithm_name=algorithm_name)
     valid_for = dt.timedelta(seconds=default_valid_for)
-    raw_valid_for = _optional_str(document, "payloadValidFor")
+    raw_valid_for = string_field(document, "payloadValidFor", _invalid)
     if raw_valid_for:
         try:
             valid_for = parse_go_duration(raw_valid_for)
@@ -132,8 +119,8 @@ def parse_request(body: bytes, *, default_valid_for: float, max_valid_for: float
     return ParsedRequest(
         parameters=parameters,
         overrides=overrides,
-        api_version=_optional_str(document, "requestApiVersion"),
-        tag=_optional_str(document, "tag"),
+        api_version=string_field(document, "requestApiVersion", _invalid),
+        tag=string_field(document, "tag", _invalid),
         parent=parent,
         valid_for=valid_for,
     )
@@ -246,7 +233,7 @@ class Intake:
             ) from None
         return parent_owner_reference(job)
 
-    def _reserve(self) -> Any:
+    def _reserve(self) -> Reservation[RunRef]:
         try:
             return self.queue.reserve_nowait()
         except QueueFull:
