@@ -241,7 +241,7 @@ async def test_watch_too_old_resource_version(nursery: trio.Nursery, tmp_path: A
     assert status["message"].startswith(f"too old resource version: {first} (")
 
 
-CRD = {
+CRD: dict[str, Any] = {
     "apiVersion": "apiextensions.k8s.io/v1",
     "kind": "CustomResourceDefinition",
     "metadata": {"name": "nexusalgorithmtemplates.science.sneaksanddata.com"},

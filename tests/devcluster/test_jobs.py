@@ -60,7 +60,11 @@ async def test_job_succeeds(http: httpx.AsyncClient, cluster: DevCluster) -> Non
         ("Normal", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}"),
         ("Normal", "Completed", "Job completed"),
     ]
-    raw = (await http.get("/api/v1/namespaces/nexus/events")).json()["items"][0]
+    raw = (
+        await http.get(
+            "/api/v1/namespaces/nexus/events", params={"fieldSelector": "involvedObject.kind=Job"}
+        )
+    ).json()["items"][0]
     assert raw["source"] == {"component": "job-controller"}
     assert raw["count"] == 1
     assert cluster.request_counts[("create", "jobs", 201)] == 1
@@ -136,7 +140,7 @@ async def test_pod_failure_policy_ignore(http: httpx.AsyncClient) -> None:
 
     async def three_failed_pods() -> bool:
         pods = await pods_of(http, "p7")
-        return sum(p["status"]["phase"] == "Failed" for p in pods) >= 3
+        return bool(sum(p["status"]["phase"] == "Failed" for p in pods) >= 3)
 
     await wait_for(three_failed_pods)
     job = (await http.get(f"{JOBS}/p7")).json()
@@ -185,9 +189,13 @@ async def running_job(http: httpx.AsyncClient, name: str) -> str:
         )
 
     pod: str = await wait_for(running)
-    job = (await http.get(f"{JOBS}/{name}")).json()
-    assert job["status"]["active"] == 1
-    assert job["status"]["ready"] == 1
+
+    async def ready() -> bool:
+        # the Job controller batches pod changes (checklist 7), so `ready` follows shortly
+        status = (await http.get(f"{JOBS}/{name}")).json()["status"]
+        return bool(status.get("active") == 1 and status["ready"] == 1)
+
+    await wait_for(ready)
     return pod
 
 

@@ -5,6 +5,16 @@ HTTP method to a verb, calls `Operations`, and renders JSON exactly as the real 
 does: objects with kind/apiVersion, lists whose items lack them, `metav1.Status` errors, and
 watches as newline-delimited JSON over a chunked response (checklist 21-28). Unknown
 non-resource paths get the text/plain `404 page not found`. Any bearer token is accepted.
+
+Lists follow the resourceVersion rules of golden 09/10: `limit`/`continue` pages served from a
+snapshot at the token's RV (`pagination.py`), `resourceVersion=0` ignoring `limit`, `Exact`
+lists rebuilt from the history (410 once it is gone) and a 504 for a future RV. Writes report
+unknown fields in `Warning` headers (400 under `fieldValidation=Strict`, `validation.py`).
+
+Each resource request is first routed (verb + resource), then offered to the fault plan
+(`faults.py`), which may delay it or answer 429/5xx; `request_counts[(verb, resource, code)]`
+is bumped when the response starts, so injected answers count too. `/devcluster/v1/...` is
+the admin API (`admin.py`): fault plan and request statistics, never counted or faulted.
 """
 
 from __future__ import annotations
@@ -18,17 +28,22 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import discovery
+from . import admin, discovery, validation
+from .faults import FaultPlan, Faults
 from .objects import (
     ApiError,
     Obj,
     bad_request,
+    expired,
+    list_options_invalid,
     method_not_allowed,
     page_not_found,
     resource_not_found,
     status_body,
 )
-from .resources import PODS, ResourceType
+from .pagination import continue_expired, decode_continue, paginate
+from .resources import JOBS, PODS, ResourceType
+from .storage import TooOld
 from .watching import stream_watch
 
 if TYPE_CHECKING:
@@ -42,6 +57,7 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 MAX_BODY = 3 * 1024 * 1024
+LIST_TOO_OLD = "The resourceVersion for the provided list is too old."
 LogPath = Callable[[str, str], "Any"]
 
 
@@ -52,11 +68,16 @@ def dumps(obj: Any) -> bytes:
 class ApiServer:
     """ASGI application; `request_counts[(verb, resource, code)]` counts every answered request."""
 
-    def __init__(self, ops: Operations, *, log_path: LogPath | None = None) -> None:
+    def __init__(
+        self, ops: Operations, *, log_path: LogPath | None = None, faults: FaultPlan | None = None
+    ) -> None:
         self.ops = ops
         self.log_path = log_path
         self.server_address = "127.0.0.1:0"
         self.request_counts: collections.Counter[tuple[str, str, int]] = collections.Counter()
+        self.faults = Faults(faults)
+        #: How long a list with a future resourceVersion waits before its 504 (real: 3 s).
+        self.too_large_rv_wait = 3.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -70,11 +91,15 @@ class ApiServer:
         if scope["type"] != "http":
             return
         req = Request(scope, receive, send)
+        if req.path.startswith(admin.PREFIX):
+            await admin.handle(req, self)
+            return
+        # Counted when the response starts, so a client that has its answer sees the count.
+        req.counts = self.request_counts
         try:
             await self.dispatch(req)
         except ApiError as exc:
             await req.error(exc)
-        self.request_counts[(req.verb, req.resource, req.code)] += 1
 
     async def dispatch(self, req: Request) -> None:
         parts = [p for p in req.path.split("/") if p]
@@ -131,63 +156,145 @@ class ApiServer:
         ns = namespace or ""
         if rt.namespaced and name is not None and namespace is None:
             raise resource_not_found()
-        method = req.method
-        if name is None:
-            if method == "GET":
-                if req.query.get("watch") in ("true", "1"):
-                    req.verb = "watch"
-                    return await stream_watch(req, self.ops, rt, namespace)
-                req.verb = "list"
-                return await self.list(req, rt, namespace)
-            if method == "POST":
-                req.verb = "create"
-                body = await req.body_json(rt)
-                return await req.json(201, self.ops.create(rt, ns, body))
-            if method == "DELETE":
-                req.verb = "deletecollection"
-                return await self.delete_collection(req, rt, namespace)
+        req.verb = _verb(req.method, name, sub, req.query)
+        if req.verb == "":
             raise method_not_allowed()
-        if method == "GET":
-            req.verb = "get"
+        await self.faults.before(req.verb, req.resource)
+        if req.verb == "watch":
+            cut = self.faults.watch_cut(req.resource)
+            return await stream_watch(req, self.ops, rt, namespace, cut=cut)
+        if req.verb == "list":
+            return await self.list(req, rt, namespace)
+        if req.verb == "deletecollection":
+            return await self.delete_collection(req, rt, namespace)
+        if req.verb == "create":
+            body = await req.body_json(rt)
+            warnings = self.field_warnings(req, rt, body)
+            return await req.json(201, self.ops.create(rt, ns, body), warnings)
+        assert name is not None
+        if req.verb == "get":
             if sub == "log":
                 return await self.pod_log(req, ns, name)
             return await req.json(200, self.ops.get(rt, ns, name))
-        if method == "PUT":
-            req.verb = "update"
+        if req.verb == "update":
             body = await req.body_json(rt)
-            return await req.json(200, self.ops.replace(rt, ns, name, body, subresource=sub))
-        if method == "PATCH":
-            req.verb = "patch"
+            warnings = self.field_warnings(req, rt, body) if not sub else []
+            obj = self.ops.replace(rt, ns, name, body, subresource=sub)
+            return await req.json(200, obj, warnings)
+        if req.verb == "patch":
             body = await req.body_json(rt)
             ctype = req.headers.get("content-type", "")
-            return await req.json(200, self.ops.patch(rt, ns, name, body, ctype, subresource=sub))
-        if method == "DELETE" and not sub:
-            req.verb = "delete"
-            return await self.delete(req, rt, ns, name)
-        raise method_not_allowed()
+            merge = ctype.startswith("application/merge-patch+json")
+            warnings = self.field_warnings(req, rt, body) if merge and not sub else []
+            obj = self.ops.patch(rt, ns, name, body, ctype, subresource=sub)
+            return await req.json(200, obj, warnings)
+        return await self.delete(req, rt, ns, name)
+
+    def field_warnings(
+        self, req: Request, rt: ResourceType, body: Any
+    ) -> builtins.list[tuple[str, str]]:
+        """Unknown-field `Warning` headers, or a 400 under `?fieldValidation=Strict` (item 24)."""
+        schema = rt.schema if rt.custom else (validation.JOB_SCHEMA if rt == JOBS else None)
+        mode = req.query.get("fieldValidation", "Warn")
+        if schema is None or mode == "Ignore" or not isinstance(body, dict):
+            return []
+        paths = validation.unknown_fields(schema, body)
+        if paths and mode == "Strict":
+            raise bad_request(validation.strict_decoding_message(rt.kind, rt.version, paths))
+        return [("warning", validation.unknown_field_warning(p)) for p in paths]
 
     async def list(self, req: Request, rt: ResourceType, namespace: str | None) -> None:
-        rv = req.query.get("resourceVersion")
-        if rv and not rv.isdigit():
+        """List with the resourceVersion semantics of golden files 09/10 (checklist 25, 26)."""
+        query = req.query
+        rv_text = query.get("resourceVersion", "")
+        match = query.get("resourceVersionMatch", "")
+        token = query.get("continue", "")
+        if rv_text and not rv_text.isdigit():
             raise bad_request(
-                f'invalid resource version: resourceVersion: Invalid value: "{rv}": '
-                f'strconv.ParseUint: parsing "{rv}": invalid syntax'
+                f'invalid resource version: resourceVersion: Invalid value: "{rv_text}": '
+                f'strconv.ParseUint: parsing "{rv_text}": invalid syntax'
             )
-        items, list_rv = self.ops.list(
-            rt,
-            namespace,
-            label_selector=req.query.get("labelSelector"),
-            field_selector=req.query.get("fieldSelector"),
+        if match and not rv_text:
+            raise list_options_invalid(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden unless resourceVersion is provided",
+            )
+        if token and rv_text and rv_text != "0":
+            raise list_options_invalid(
+                "resourceVersion", "specifying resource version is not allowed when using continue"
+            )
+        limit = int(query["limit"]) if query.get("limit", "").isdigit() else 0
+        store = self.ops.store
+        start, at_rv = "", None
+        if token:
+            at_rv, start = decode_continue(token)
+            if at_rv < store.oldest_resource_version:
+                raise continue_expired(store.resource_version, start)
+        elif rv_text == "0":
+            limit = 0  # served from the watch cache, which ignores limit (golden 10)
+        elif rv_text:
+            requested = int(rv_text)
+            await self.wait_for_resource_version(requested)
+            if match == "Exact":
+                if requested < store.oldest_resource_version:
+                    raise ApiError(410, expired(LIST_TOO_OLD))
+                at_rv = requested
+        label_selector = query.get("labelSelector")
+        field_selector = query.get("fieldSelector")
+        try:
+            items, list_rv = self.ops.list(
+                rt,
+                namespace,
+                label_selector=label_selector,
+                field_selector=field_selector,
+                resource_version=at_rv,
+            )
+        except TooOld:
+            raise ApiError(410, expired(LIST_TOO_OLD)) from None
+        page = paginate(
+            items,
+            rv=list_rv,
+            limit=limit,
+            start=start,
+            across_namespaces=rt.namespaced and namespace is None,
+            filtered=bool(label_selector or field_selector),
         )
+        meta: Obj = {"resourceVersion": str(list_rv)}
+        if page.continue_token:
+            meta["continue"] = page.continue_token
+        if page.remaining is not None:
+            meta["remainingItemCount"] = page.remaining
         await req.json(
             200,
             {
                 "kind": f"{rt.kind}List",
                 "apiVersion": rt.api_version,
-                "metadata": {"resourceVersion": str(list_rv)},
-                "items": items,
+                "metadata": meta,
+                "items": page.items,
             },
         )
+
+    async def wait_for_resource_version(self, rv: int) -> None:
+        """A future resourceVersion: wait briefly for it, then 504 (checklist 25)."""
+        store = self.ops.store
+        if rv <= store.resource_version:
+            return
+        with trio.move_on_after(self.too_large_rv_wait):
+            await store.wait_after(rv - 1)
+            return
+        current = store.resource_version
+        body = status_body(
+            504,
+            "Timeout",
+            f"Timeout: Too large resource version: {rv}, current: {current}",
+            {
+                "causes": [
+                    {"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}
+                ],
+                "retryAfterSeconds": 1,
+            },
+        )
+        raise ApiError(504, body, [("retry-after", "1")])
 
     async def delete(self, req: Request, rt: ResourceType, ns: str, name: str) -> None:
         options = await req.body_json(rt, optional=True) or {}
@@ -240,6 +347,17 @@ class ApiServer:
         await req.respond(200, data, "text/plain")
 
 
+def _verb(method: str, name: str | None, sub: str, query: dict[str, str]) -> str:
+    """The Kubernetes verb of a resource request ("" when the method is not allowed)."""
+    if name is None:
+        if method == "GET":
+            return "watch" if query.get("watch") in ("true", "1") else "list"
+        return {"POST": "create", "DELETE": "deletecollection"}.get(method, "")
+    if method == "DELETE" and sub:
+        return ""
+    return {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, "")
+
+
 class Request:
     """One HTTP exchange: parsed scope, lazy body, and response helpers that record the code."""
 
@@ -259,6 +377,9 @@ class Request:
         self.resource = ""
         self.code = 0
         self.started = False
+        #: Set when a watch was cut on purpose by the fault plan (no terminating chunk).
+        self.cut = False
+        self.counts: collections.Counter[tuple[str, str, int]] | None = None
 
     async def body_bytes(self) -> bytes:
         chunks, size = [], 0
@@ -298,6 +419,8 @@ class Request:
     ) -> None:
         self.code = code
         self.started = True
+        if self.counts is not None:
+            self.counts[(self.verb, self.resource, code)] += 1
         headers = [
             (b"content-type", content_type.encode()),
             (b"cache-control", b"no-cache, private"),

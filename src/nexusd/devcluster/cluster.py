@@ -19,12 +19,15 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from .apiserver import ApiServer
+from .faults import FaultPlan, Faults
 from .garbage import run_garbage_collector
 from .jobcontroller import run_job_controller
 from .kubeconfig import write_kubeconfig
 from .kubelet import Kubelet, LocalProcessRuntime, Runtime, ScriptedRuntime, run_kubelet
+from .nodes import DEFAULT_NODE_GROUPS, NodeGroup, register_nodes
 from .operations import Operations
 from .resources import Registry
+from .scheduling import Scheduler, run_scheduler
 from .storage import Store
 
 if TYPE_CHECKING:
@@ -52,7 +55,16 @@ class DevClusterConfig:
     termination_grace: float = 5.0
     """Local kubelet: cap on seconds between SIGTERM and SIGKILL when a pod is deleted."""
     history: int = 10_000
+    node_groups: tuple[NodeGroup, ...] = DEFAULT_NODE_GROUPS
+    """Simulated nodes (labels, taints, capacity); default one untainted `devcluster-node-0`."""
+    job_sync_delay: float = 0.05
+    """Job controller: seconds it batches a Job's pod changes before syncing (k8s: ~1 s)."""
+    image_pull_backoff: float = 0.0
+    """Kubelet: seconds between ErrImagePull and ImagePullBackOff."""
     """Watch history length (changes); older resourceVersions get 410 Expired."""
+    faults: FaultPlan = attrs.field(factory=FaultPlan)
+    """API server fault injection at start (429s, 5xx, latency, cut watches); change it at
+    run time with `DevCluster.faults.set(...)` or `PUT /devcluster/v1/faults`."""
 
 
 @attrs.define
@@ -65,7 +77,13 @@ class DevCluster:
     config: DevClusterConfig
     ops: Operations
     kubelet: Kubelet
+    scheduler: Scheduler
     server: ApiServer
+
+    @property
+    def faults(self) -> Faults:
+        """The API server's live fault plan: `.set(FaultPlan(...))`, `.set(x=...)`, `.clear()`."""
+        return self.server.faults
 
     @property
     def request_counts(self) -> collections.Counter[tuple[str, str, int]]:
@@ -92,7 +110,7 @@ async def run_dev_cluster(
 ) -> NoReturn:
     ops = Operations(store=Store(history=config.history), registry=Registry())
     runtime = _runtime(config)
-    server = ApiServer(ops, log_path=runtime.log_path)
+    server = ApiServer(ops, log_path=runtime.log_path, faults=config.faults)
     hconfig = HypercornConfig()
     hconfig.bind = [f"{config.host}:{config.port}"]
     hconfig.accesslog = None
@@ -100,10 +118,23 @@ async def run_dev_cluster(
     hconfig.keep_alive_timeout = 75
     async with trio.open_nursery() as nursery:
         await nursery.start(functools.partial(run_garbage_collector, ops=ops))
+        register_nodes(ops, config.node_groups)
         await nursery.start(
-            functools.partial(run_job_controller, ops=ops, backoff_base=config.backoff_base)
+            functools.partial(
+                run_job_controller,
+                ops=ops,
+                backoff_base=config.backoff_base,
+                sync_delay=config.job_sync_delay,
+            )
         )
-        kubelet = await nursery.start(functools.partial(run_kubelet, ops=ops, runtime=runtime))
+        scheduler = await nursery.start(
+            functools.partial(run_scheduler, ops=ops, groups=config.node_groups)
+        )
+        kubelet = await nursery.start(
+            functools.partial(
+                run_kubelet, ops=ops, runtime=runtime, pull_backoff=config.image_pull_backoff
+            )
+        )
         app: Any = server  # hypercorn's ASGI typing is stricter than a plain dict-based app
         binds = await nursery.start(functools.partial(serve, app, hconfig))
         url = binds[0]
@@ -119,6 +150,7 @@ async def run_dev_cluster(
                 config=config,
                 ops=ops,
                 kubelet=kubelet,
+                scheduler=scheduler,
                 server=server,
             )
         )

@@ -10,7 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from .objects import Obj, invalid, validate_name
-from .resources import CRDS, JOBS, NAMESPACES, PODS, ResourceType
+from .resources import CONFIGMAPS, CRDS, JOBS, NAMESPACES, PODS, ResourceType
+
+#: core/v1 validation's cap on a ConfigMap's data + binaryData (checklist 23).
+CONFIGMAP_MAX_BYTES = 1024 * 1024
 
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
@@ -125,6 +128,16 @@ def default_crd(crd: Obj) -> None:
     }
 
 
+def validate_configmap_size(cm: Obj) -> None:
+    total = 0
+    for section in ("data", "binaryData"):
+        for key, value in (cm.get(section) or {}).items():
+            total += len(key) + len(str(value))
+    if total > CONFIGMAP_MAX_BYTES:
+        msg = f"Too long: may not be more than {CONFIGMAP_MAX_BYTES} bytes"
+        raise invalid(CONFIGMAPS, cm["metadata"]["name"], [("FieldValueTooLong", "[]", msg)])
+
+
 def admit_create(rt: ResourceType, obj: Obj) -> None:
     """Default and validate a new object in place (metadata already filled); may raise 422."""
     causes = validate_name(rt, obj["metadata"].get("name", ""))
@@ -140,5 +153,7 @@ def admit_create(rt: ResourceType, obj: Obj) -> None:
         default_namespace(obj)
     elif rt == CRDS:
         default_crd(obj)
+    elif rt == CONFIGMAPS:
+        validate_configmap_size(obj)
     elif rt.custom and rt.has_status:
         obj.pop("status", None)

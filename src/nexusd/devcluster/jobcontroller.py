@@ -20,7 +20,7 @@ import attrs
 import trio
 
 from .defaults import JOB_NAME_LABELS
-from .objects import ApiError, Obj, deep_copy, is_true, owner_uids
+from .objects import ApiError, Obj, condition, deep_copy, is_true, owner_uids
 from .resources import JOBS, PODS
 from .storage import TooOld
 
@@ -34,6 +34,8 @@ MAX_BACKOFF = 360.0  # seconds, DefaultJobPodFailureBackOff * 2^n is capped at 6
 MSG_BACKOFF = "Job has reached the specified backoff limit"
 MSG_DEADLINE = "Job was active longer than specified deadline"
 MSG_COMPLETE = "Reached expected number of succeeded pods"
+TRACKING = "batch.kubernetes.io/job-tracking"
+CREATE_RETRY = 10.0  # seconds before retrying a pod create that the API server refused
 JobKey = tuple[str, str]
 
 
@@ -47,6 +49,14 @@ class JobState:
     last_failure_at: float = 0.0
     finished_at: float | None = None
     failure: tuple[str, str] | None = None
+    retry_at: float | None = None  # back-off or FailedCreate retry
+    create_failed_at: float = 0.0
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
 
 
 def _terminal(pod: Obj) -> bool:
@@ -127,7 +137,10 @@ class JobController:
         return pods
 
     def _event(self, job: Obj, etype: str, reason: str, message: str) -> None:
-        self.ops.record_event(job, JOBS, etype, reason, message, component=COMPONENT)
+        try:
+            self.ops.record_event(job, JOBS, etype, reason, message, component=COMPONENT)
+        except ApiError:  # like client-go's recorder: an Event that cannot be stored is dropped
+            logger.debug("event %s for %s dropped", reason, job["metadata"]["name"])
 
     def _write_status(self, job: Obj, status: Obj) -> Obj:
         order = (
@@ -146,17 +159,48 @@ class JobController:
 
     # -- sync -------------------------------------------------------------------------------
 
+    def _pod_finished(self, job: Obj, pod: Obj) -> bool:
+        """Terminal, or deleted while running (counted at once unless a podFailurePolicy
+        makes the controller wait for the terminal phase, as upstream does)."""
+        if _terminal(pod):
+            return True
+        deleting = bool(pod["metadata"].get("deletionTimestamp"))
+        return deleting and not job["spec"].get("podFailurePolicy")
+
+    def remove_tracking(self, pod: Obj) -> None:
+        """PATCH the `batch.kubernetes.io/job-tracking` finalizer away (checklist 9)."""
+        current = self.ops.store.get(
+            PODS.key, pod["metadata"]["namespace"], pod["metadata"]["name"]
+        )
+        if current is None:
+            return
+        finalizers = current["metadata"].get("finalizers") or []
+        if TRACKING not in finalizers:
+            return
+        rest = [f for f in finalizers if f != TRACKING]
+        if rest:
+            current["metadata"]["finalizers"] = rest
+        else:
+            current["metadata"].pop("finalizers", None)
+        self.ops.write(PODS, current)
+
     def sync(self, key: JobKey) -> float | None:
         """Converge one Job; return the trio time at which it wants another look, if any."""
         job = self.ops.store.get(JOBS.key, *key)
         if job is None:
             return None
         uid = job["metadata"]["uid"]
+        pods = self._owned_pods(job)
         if job["metadata"].get("deletionTimestamp"):
+            for pod in pods:
+                self.remove_tracking(pod)
             return None
         st = self.states[uid]
         now = trio.current_time()
         if is_true(job, "Complete") or is_true(job, "Failed"):
+            for pod in pods:
+                if self._pod_finished(job, pod) or _terminal(pod):
+                    self.remove_tracking(pod)
             return self._ttl(job, st, now)
         status: dict[str, Any] = deep_copy(job.get("status") or {})
         if "startTime" not in status:
@@ -164,18 +208,13 @@ class JobController:
         if st.started_at is None:
             st.started_at = now
         spec = job["spec"]
-        pods = self._owned_pods(job)
-        new_succeeded, new_failed = self._count_terminal(job, pods, st, now)
-        succeeded = status.get("succeeded", 0) + len(new_succeeded)
-        failed = status.get("failed", 0) + len(new_failed)
-        active = [
-            p for p in pods if not _terminal(p) and not p["metadata"].get("deletionTimestamp")
-        ]
-        terminating = [
-            p for p in pods if not _terminal(p) and p["metadata"].get("deletionTimestamp")
-        ]
+        new_succeeded, new_failed, ignored = self._count_terminal(job, pods, st, now)
+        failed_total = status.get("failed", 0) + len(new_failed)
+        target = condition(job, "FailureTarget")
+        if target is not None:
+            st.failure = (target["reason"], target["message"])
         wake: float | None = None
-        if st.failure is None and failed > spec.get("backoffLimit", 6):
+        if st.failure is None and failed_total > spec.get("backoffLimit", 6):
             st.failure = ("BackoffLimitExceeded", MSG_BACKOFF)
         deadline = spec.get("activeDeadlineSeconds")
         if st.failure is None and deadline is not None:
@@ -183,26 +222,91 @@ class JobController:
                 st.failure = ("DeadlineExceeded", MSG_DEADLINE)
             else:
                 wake = st.started_at + deadline
+        active = [
+            p for p in pods if not _terminal(p) and not p["metadata"].get("deletionTimestamp")
+        ]
         if st.failure is not None:
             for pod in active:
-                self._delete_pod(job, pod, st)
-                failed += 1
-            terminating += active
-            return self._fail(job, status, st, succeeded, failed, len(terminating), now)
-        if succeeded >= spec.get("completions", 1):
-            return self._succeed(job, status, st, succeeded, failed, new_succeeded, now)
-        want = min(spec.get("parallelism", 1), spec.get("completions", 1) - succeeded)
-        if len(active) < want and not spec.get("suspend"):
-            due = st.last_failure_at + self._backoff(st.failures)
-            if now >= due:
-                for _ in range(want - len(active)):
-                    active.append(self._create_pod(job))
-            else:
-                wake = due if wake is None else min(wake, due)
-        self._put_counts(status, active, succeeded, failed, len(terminating))
+                deleted = self._delete_pod(job, pod)
+                if deleted is not None and self._pod_finished(job, deleted):
+                    st.counted.add(pod["metadata"]["uid"])
+                    new_failed.append(pod["metadata"]["uid"])
+            pods = self._owned_pods(job)
+            active = []
+            failed_total = status.get("failed", 0) + len(new_failed)
+        terminating = sum(
+            1 for p in pods if not _terminal(p) and p["metadata"].get("deletionTimestamp")
+        )
+        succeeded_total = status.get("succeeded", 0) + len(new_succeeded)
+        succeeding = st.failure is None and succeeded_total >= spec.get("completions", 1)
+        conditions = status.setdefault("conditions", [])
+        stamp = self.ops.now()
+        if st.failure is not None and not any(c["type"] == "FailureTarget" for c in conditions):
+            conditions.append(_condition("FailureTarget", *st.failure, stamp))
+        if succeeding and not any(c["type"] == "SuccessCriteriaMet" for c in conditions):
+            conditions.append(
+                _condition("SuccessCriteriaMet", "CompletionsReached", MSG_COMPLETE, stamp)
+            )
+        if not conditions:
+            status.pop("conditions")
+        if not st.failure and not succeeding:
+            active += self._maybe_create(job, st, active, succeeded_total, now)
+            wake = _earliest(wake, st.retry_at)
+        # 1. record the newly finished pods as uncounted, then drop their finalizers
+        self._put_counts(status, active, status.get("succeeded", 0), status.get("failed", 0))
+        status["terminating"] = terminating
+        uncounted: dict[str, list[str]] = {}
+        if new_succeeded:
+            uncounted["succeeded"] = new_succeeded
+        if new_failed:
+            uncounted["failed"] = new_failed
+        status["uncountedTerminatedPods"] = uncounted
         if status != (job.get("status") or {}):
-            self._write_status(job, status)
+            job = self._write_status(job, status)
+        for pod in pods:
+            if pod["metadata"]["uid"] in (*new_succeeded, *new_failed, *ignored):
+                self.remove_tracking(pod)
+        # 2. move them to the counts; finish once nothing is left terminating
+        self._put_counts(status, active, succeeded_total, failed_total)
+        status["uncountedTerminatedPods"] = {}
+        finished = (st.failure is not None or succeeding) and terminating == 0
+        if finished:
+            stamp = self.ops.now()
+            if st.failure is not None:
+                conditions.append(_condition("Failed", *st.failure, stamp))
+            else:
+                status["completionTime"] = stamp
+                conditions.append(_condition("Complete", "CompletionsReached", MSG_COMPLETE, stamp))
+        if status != (job.get("status") or {}):
+            job = self._write_status(job, status)
+        if finished:
+            if st.failure is not None:
+                self._event(job, "Warning", st.failure[0], st.failure[1])
+            else:
+                self._event(job, "Normal", "Completed", "Job completed")
+            st.finished_at = now
+            return self._ttl(job, st, now)
         return wake
+
+    def _maybe_create(
+        self, job: Obj, st: JobState, active: list[Obj], succeeded: int, now: float
+    ) -> list[Obj]:
+        spec = job["spec"]
+        want = min(spec.get("parallelism", 1), spec.get("completions", 1) - succeeded)
+        st.retry_at = None
+        if len(active) >= want or spec.get("suspend"):
+            return []
+        due = max(st.last_failure_at + self._backoff(st.failures), st.create_failed_at)
+        if now < due:
+            st.retry_at = due
+            return []
+        created = []
+        for _ in range(want - len(active)):
+            pod = self._create_pod(job, st, now)
+            if pod is None:
+                break
+            created.append(pod)
+        return created
 
     def _backoff(self, failures: int) -> float:
         if failures == 0:
@@ -211,40 +315,39 @@ class JobController:
 
     def _count_terminal(
         self, job: Obj, pods: list[Obj], st: JobState, now: float
-    ) -> tuple[list[str], list[str]]:
-        succeeded, failed = [], []
+    ) -> tuple[list[str], list[str], list[str]]:
+        succeeded, failed, ignored = [], [], []
         for pod in pods:
             pod_uid = pod["metadata"]["uid"]
-            if not _terminal(pod) or pod_uid in st.counted:
+            if pod_uid in st.counted or not self._pod_finished(job, pod):
                 continue
             st.counted.add(pod_uid)
-            if pod["status"]["phase"] == "Succeeded":
+            if pod.get("status", {}).get("phase") == "Succeeded":
                 succeeded.append(pod_uid)
                 continue
             st.failures += 1
             st.last_failure_at = now
             action, message = match_pod_failure_policy(job, pod)
             if action == "Ignore":
+                ignored.append(pod_uid)
                 continue
             failed.append(pod_uid)
             if action == "FailJob" and st.failure is None:
                 st.failure = ("PodFailurePolicy", message)
-        return succeeded, failed
+        return succeeded, failed, ignored
 
     @staticmethod
-    def _put_counts(
-        status: Obj, active: list[Obj], succeeded: int, failed: int, terminating: int
-    ) -> None:
+    def _put_counts(status: Obj, active: list[Obj], succeeded: int, failed: int) -> None:
         for field, value in (("active", len(active)), ("succeeded", succeeded), ("failed", failed)):
             if value:
                 status[field] = value
             else:
                 status.pop(field, None)
-        status["terminating"] = terminating
+        status.setdefault("terminating", 0)
         status.setdefault("uncountedTerminatedPods", {})
         status["ready"] = sum(1 for p in active if is_true(p, "Ready"))
 
-    def _create_pod(self, job: Obj) -> Obj:
+    def _create_pod(self, job: Obj, st: JobState, now: float) -> Obj | None:
         meta, template = job["metadata"], job["spec"]["template"]
         tmeta = template.get("metadata") or {}
         pod_meta: Obj = {
@@ -263,78 +366,30 @@ class JobController:
                 "blockOwnerDeletion": True,
             }
         ]
-        pod = self.ops.create(
-            PODS,
-            meta["namespace"],
-            {"metadata": pod_meta, "spec": deep_copy(template.get("spec") or {})},
-        )
+        pod_meta["finalizers"] = [TRACKING]
+        try:
+            pod = self.ops.create(
+                PODS,
+                meta["namespace"],
+                {"metadata": pod_meta, "spec": deep_copy(template.get("spec") or {})},
+            )
+        except ApiError as exc:
+            self._event(job, "Warning", "FailedCreate", f"Error creating: {exc}")
+            st.create_failed_at = now + CREATE_RETRY
+            return None
         self.pods_by_job[meta["uid"]].add(pod["metadata"]["name"])
         self._event(job, "Normal", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}")
         return pod
 
-    def _delete_pod(self, job: Obj, pod: Obj, st: JobState) -> None:
-        st.counted.add(pod["metadata"]["uid"])
+    def _delete_pod(self, job: Obj, pod: Obj) -> Obj | None:
         try:
-            self.ops.delete(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
+            deleted, _ = self.ops.delete(
+                PODS, pod["metadata"]["namespace"], pod["metadata"]["name"]
+            )
         except ApiError:
-            return
+            return None
         self._event(job, "Normal", "SuccessfulDelete", f"Deleted pod: {pod['metadata']['name']}")
-
-    def _fail(
-        self,
-        job: Obj,
-        status: Obj,
-        st: JobState,
-        succeeded: int,
-        failed: int,
-        terminating: int,
-        now: float,
-    ) -> float | None:
-        assert st.failure is not None
-        reason, message = st.failure
-        conditions = status.setdefault("conditions", [])
-        stamp = self.ops.now()
-        if not any(c["type"] == "FailureTarget" for c in conditions):
-            conditions.append(_condition("FailureTarget", reason, message, stamp))
-        self._put_counts(status, [], succeeded, failed, terminating)
-        if terminating == 0:
-            job = self._write_status(job, status) if status != job.get("status") else job
-            conditions.append(_condition("Failed", reason, message, stamp))
-            self._write_status(job, status)
-            self._event(job, "Warning", reason, message)
-            st.finished_at = now
-            return self._ttl(job, st, now)
-        if status != job.get("status"):
-            self._write_status(job, status)
-        return None
-
-    def _succeed(
-        self,
-        job: Obj,
-        status: Obj,
-        st: JobState,
-        succeeded: int,
-        failed: int,
-        new_succeeded: list[str],
-        now: float,
-    ) -> float | None:
-        stamp = self.ops.now()
-        conditions = status.setdefault("conditions", [])
-        conditions.append(
-            _condition("SuccessCriteriaMet", "CompletionsReached", MSG_COMPLETE, stamp)
-        )
-        self._put_counts(status, [], succeeded - len(new_succeeded), failed, 0)
-        if new_succeeded:
-            status["uncountedTerminatedPods"] = {"succeeded": new_succeeded}
-        job = self._write_status(job, status)
-        status["uncountedTerminatedPods"] = {}
-        status["succeeded"] = succeeded
-        status["completionTime"] = stamp
-        conditions.append(_condition("Complete", "CompletionsReached", MSG_COMPLETE, stamp))
-        job = self._write_status(job, status)
-        self._event(job, "Normal", "Completed", "Job completed")
-        st.finished_at = now
-        return self._ttl(job, st, now)
+        return deleted
 
     def _ttl(self, job: Obj, st: JobState, now: float) -> float | None:
         ttl = job["spec"].get("ttlSecondsAfterFinished")
@@ -356,6 +411,14 @@ class JobController:
             )
         return None
 
+    def release_pods_of(self, job_uid: str) -> None:
+        """The Job is gone: its pods lose the tracking finalizer at once (checklist 9)."""
+        for name in list(self.pods_by_job.pop(job_uid, ())):
+            for pod in self.ops.store.iter(PODS.key):
+                if pod["metadata"]["name"] == name and job_uid in owner_uids(pod):
+                    self.remove_tracking(pod)
+                    break
+
     def resync_keys(self) -> set[JobKey]:
         self.pods_by_job.clear()
         for pod in self.ops.store.iter(PODS.key):
@@ -370,8 +433,11 @@ async def run_job_controller(
     *,
     ops: Operations,
     backoff_base: float = 10.0,
+    sync_delay: float = 0.0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
+    """Sync Jobs on their own changes at once and on their pods' changes after `sync_delay`
+    (upstream batches pod events for about 1 s, checklist 7)."""
     ctrl = JobController(ops, backoff_base=backoff_base)
     dirty = ctrl.resync_keys()
     cursor = ops.store.resource_version
@@ -392,18 +458,23 @@ async def run_job_controller(
             changes = []
             dirty = ctrl.resync_keys()
         cursor = ops.store.resource_version
+        now = trio.current_time()
         for change in changes:
             if change.resource == JOBS.key:
                 meta = change.obj["metadata"]
                 dirty.add((meta["namespace"], meta["name"]))
                 if change.type == "DELETED":
+                    ctrl.release_pods_of(meta["uid"])
                     ctrl.states.pop(meta["uid"], None)
-                    ctrl.pods_by_job.pop(meta["uid"], None)
             elif change.resource == PODS.key:
                 owner = ctrl.index_pod(change.obj, change.old, change.type == "DELETED")
-                if owner is not None:
+                if owner is None or ops.store.peek(JOBS.key, *owner) is None:
+                    if change.type != "DELETED":
+                        ctrl.remove_tracking(change.obj)  # orphaned: let it go at once
+                elif sync_delay <= 0:
                     dirty.add(owner)
-        now = trio.current_time()
+                else:
+                    timers[owner] = min(timers.get(owner, math.inf), now + sync_delay)
         dirty |= {k for k, t in timers.items() if t <= now}
 
 

@@ -186,6 +186,15 @@ def unsupported_media_type() -> ApiError:
     return ApiError(415, status_body(415, "UnsupportedMediaType", msg, {}))
 
 
+def unsupported_patch_type() -> ApiError:
+    """415 for a strategic-merge-patch to a custom resource (golden 11)."""
+    msg = (
+        "the body of the request was in an unknown format - accepted media types include: "
+        "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+    )
+    return ApiError(415, status_body(415, "UnsupportedMediaType", msg))
+
+
 def invalid(rt: ResourceType, name: str, causes: list[tuple[str, str, str]]) -> ApiError:
     """422 Invalid; `causes` are (reason, field, message) like `field.ErrorList`."""
     texts = [f"{field}: {msg}" for _, field, msg in causes]
@@ -213,6 +222,14 @@ def validate_name(rt: ResourceType, name: str) -> list[tuple[str, str, str]]:
             ("FieldValueInvalid", "metadata.name", f'Invalid value: "{name}": {_SUBDOMAIN_MSG}')
         ]
     return []
+
+
+def list_options_invalid(field: str, detail: str) -> ApiError:
+    """422 for contradictory list/watch options, shaped like the real `ListOptions` error."""
+    message = f'ListOptions.meta.k8s.io "" is invalid: {field}: Forbidden: {detail}'
+    cause = {"reason": "FieldValueForbidden", "message": f"Forbidden: {detail}", "field": field}
+    details = {"group": "meta.k8s.io", "kind": "ListOptions", "causes": [cause]}
+    return ApiError(422, status_body(422, "Invalid", message, details))
 
 
 def expired(message: str) -> Obj:

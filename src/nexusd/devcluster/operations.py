@@ -9,12 +9,13 @@ client's, just without a socket.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import secrets
 from typing import TYPE_CHECKING, Any
 
 from nexusd.core.clock import Clock, SystemClock
 
-from . import defaults
+from . import defaults, validation
 from .objects import (
     ApiError,
     Obj,
@@ -22,6 +23,7 @@ from .objects import (
     bad_request,
     conflict,
     deep_copy,
+    invalid,
     json_patch,
     merge_patch,
     new_uid,
@@ -30,6 +32,7 @@ from .objects import (
     random_suffix,
     status_body,
     unsupported_media_type,
+    unsupported_patch_type,
 )
 from .resources import CRDS, EVENTS, JOBS, NAMESPACES, PODS, Registry, ResourceType
 from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
@@ -48,6 +51,8 @@ FOREGROUND = "foregroundDeletion"
 ORPHAN = "orphan"
 MERGE_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
 _NON_SPEC = ("metadata", "status", "kind", "apiVersion")
+#: etcd's --max-request-bytes default (1.5 MiB); bigger objects fail with a 500.
+ETCD_MAX_REQUEST_BYTES = 1536 * 1024
 
 
 class Operations:
@@ -76,18 +81,26 @@ class Operations:
         *,
         label_selector: str | None = None,
         field_selector: str | None = None,
+        resource_version: int | None = None,
     ) -> tuple[builtins.list[Obj], int]:
+        """Matching objects (without kind/apiVersion) and the list's resourceVersion.
+
+        With `resource_version` older than the latest write, the objects are those that
+        existed at that version (raises `TooOld` once the history no longer reaches it).
+        """
         labels = parse_label_selector(label_selector)
         fields = parse_field_selector(field_selector, rt)
-        items = [
-            o
-            for o in self.store.list(rt.key, namespace)
-            if labels_match(labels, o) and fields_match(fields, o)
-        ]
+        current = self.store.resource_version
+        if resource_version is None or resource_version >= current:
+            source, list_rv = self.store.list(rt.key, namespace), current
+        else:
+            source = self.store.snapshot(rt.key, namespace, resource_version)
+            list_rv = resource_version
+        items = [o for o in source if labels_match(labels, o) and fields_match(fields, o)]
         for o in items:
             o.pop("kind", None)
             o.pop("apiVersion", None)
-        return items, self.store.resource_version
+        return items, list_rv
 
     @staticmethod
     def with_type(rt: ResourceType, obj: Obj) -> Obj:
@@ -118,12 +131,37 @@ class Operations:
             meta["generation"] = 1
         defaults.admit_create(rt, obj)
         name = meta["name"]
+        self._check_schema(rt, obj)
         if self.store.peek(rt.key, namespace if rt.namespaced else "", name) is not None:
             raise already_exists(rt, name)
-        stored = self.store.put(rt.key, self._ordered(rt, obj))
+        stored = self._put(rt, self._ordered(rt, obj))
         if rt == CRDS:
             self._establish_crd(stored)
         return self.with_type(rt, stored)
+
+    @staticmethod
+    def _check_schema(rt: ResourceType, obj: Obj) -> None:
+        """Custom resources: prune unknown fields, then 422 on schema violations (checklist 30)."""
+        if rt.schema is None:
+            return
+        validation.prune(rt.schema, obj)
+        causes = validation.validate(rt.schema, obj)
+        if causes:
+            raise invalid(rt, obj["metadata"].get("name", ""), causes)
+
+    def _put(self, rt: ResourceType, obj: Obj) -> Obj:
+        """Store through the etcd request-size limit (checklist 23: 500 over ~1.5 MiB)."""
+        if len(json.dumps(obj, separators=(",", ":"))) > ETCD_MAX_REQUEST_BYTES:
+            body: Obj = {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": "etcdserver: request is too large",
+                "code": 500,
+            }
+            raise ApiError(500, body)
+        return self.store.put(rt.key, obj)
 
     def _ordered(self, rt: ResourceType, obj: Obj) -> Obj:
         obj = self.with_type(rt, obj)
@@ -223,7 +261,7 @@ class Operations:
                 raise ApiError(422, status_body(422, "Invalid", str(exc))) from None
         elif ctype in MERGE_TYPES and isinstance(patch, dict):
             if rt.custom and ctype.startswith("application/strategic"):
-                raise unsupported_media_type()
+                raise unsupported_patch_type()
             rv = (patch.get("metadata") or {}).get("resourceVersion")
             if rv and rv != current["metadata"]["resourceVersion"]:
                 raise conflict(rt, name)
@@ -260,6 +298,7 @@ class Operations:
                     updated.pop("status", None)
             if rt.has_generation and self._spec_of(updated) != self._spec_of(current):
                 updated["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
+        self._check_schema(rt, updated)
         return self.write(rt, updated)
 
     @staticmethod
@@ -273,7 +312,7 @@ class Operations:
         if meta.get("deletionTimestamp") and not meta.get("finalizers") and rt != PODS:
             # The DELETED event shows the last stored state, finalizer included (checklist 19).
             return self.with_type(rt, self._remove(rt, namespace, meta["name"]))
-        stored = self.store.put(rt.key, self._ordered(rt, obj))
+        stored = self._put(rt, self._ordered(rt, obj))
         return self.with_type(rt, stored)
 
     def _remove(self, rt: ResourceType, namespace: str, name: str) -> Obj:

@@ -8,6 +8,8 @@ CustomResourceDefinition is created and removed when it is deleted.
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 #: Verbs of a built-in collection resource, in the order the real /api/v1 lists them.
@@ -32,6 +34,8 @@ class ResourceType:
     #: Objects of this type carry metadata.generation (bumped on spec changes).
     has_generation: bool = False
     custom: bool = False
+    #: The served version's openAPIV3Schema (custom resources only); not part of equality.
+    schema: dict[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def api_version(self) -> str:
@@ -116,9 +120,11 @@ def resource_from_crd(crd: dict[str, object], version: str) -> ResourceType:
     assert isinstance(spec, dict)
     names = spec["names"]
     subresources: dict[str, object] = {}
+    schema = None
     for v in spec.get("versions") or []:
         if v.get("name") == version:
             subresources = v.get("subresources") or {}
+            schema = (v.get("schema") or {}).get("openAPIV3Schema")
     return ResourceType(
         group=spec["group"],
         version=version,
@@ -131,6 +137,7 @@ def resource_from_crd(crd: dict[str, object], version: str) -> ResourceType:
         has_status="status" in subresources,
         has_generation=True,
         custom=True,
+        schema=schema if isinstance(schema, dict) else None,
     )
 
 

@@ -113,6 +113,34 @@ class Store:
         self._changed.set()
         self._changed = trio.Event()
 
+    @property
+    def oldest_resource_version(self) -> int:
+        """The oldest resourceVersion a watch or an Exact list can still start from."""
+        return self._evicted_through
+
+    def snapshot(self, resource: ResourceKey, namespace: str | None, rv: int) -> builtins.list[Obj]:
+        """Copies of the objects as they were at `rv` (key order), rebuilt by undoing the
+        history after it; raises TooOld if that history was evicted."""
+        if rv < self._evicted_through:
+            raise TooOld(rv, self._evicted_through + 1)
+        state = dict(self._objects[resource])
+        for change in reversed(self._history):
+            if change.rv <= rv:
+                break
+            if change.resource != resource:
+                continue
+            meta = change.obj["metadata"]
+            key = (meta.get("namespace", ""), meta["name"])
+            if change.type == "ADDED" or change.old is None:
+                state.pop(key, None)
+            else:
+                state[key] = change.old
+        return [
+            copy.deepcopy(state[key])
+            for key in sorted(state)
+            if namespace is None or key[0] == namespace
+        ]
+
     def changes_since(self, rv: int) -> builtins.list[Change]:
         """Changes with resourceVersion > rv; raises TooOld if some were evicted."""
         if rv < self._evicted_through:

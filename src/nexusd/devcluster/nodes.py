@@ -1,0 +1,165 @@
+"""Simulated Nodes: configured node groups become v1 Node objects served through the API.
+
+Each `NodeGroup` of `DevClusterConfig.node_groups` yields `count` Nodes named `<name>-<i>`
+with the group's labels, taints and capacity (cpu, memory, pods), so `kubectl get nodes` and
+the scheduler see the same thing. The default is one untainted `devcluster-node-0`. The Nodes
+are ordinary objects afterwards: a client may label, taint or delete them, and the scheduler
+reacts (checklist 13). Quantities follow resource.Quantity's common forms (`500m`, `2`,
+`128Mi`, `1G`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from .objects import ApiError
+from .resources import NODES
+
+if TYPE_CHECKING:
+    from .objects import Obj
+    from .operations import Operations
+
+DEFAULT_NODE_NAME = "devcluster-node-0"
+NODE_GROUP_LABEL = "kubernetes.sneaksanddata.com/service-node-group"
+
+_SUFFIX = {
+    "": 1,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
+_QUANTITY = re.compile(r"^([0-9.]+)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+
+
+def parse_quantity(value: Any) -> float:
+    """A resource.Quantity string (or number) as a float in base units; cpu `500m` -> 0.5."""
+    if isinstance(value, int | float):
+        return float(value)
+    m = _QUANTITY.match(str(value).strip())
+    if m is None:
+        raise ValueError(f"quantities must match the regular expression: {value!r}")
+    return float(m.group(1)) * _SUFFIX[m.group(2) or ""]
+
+
+@attrs.frozen
+class NodeGroup:
+    """A set of identical simulated nodes (one per workgroup, say)."""
+
+    name: str
+    """Nodes are named `<name>-0`, `<name>-1`, …"""
+    count: int = 1
+    labels: dict[str, str] = attrs.field(factory=dict)
+    """Extra node labels; `kubernetes.io/hostname` and the os/arch labels are always set."""
+    taints: tuple[dict[str, str], ...] = ()
+    """Node taints, e.g. `{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}`."""
+    cpu: str = "32"
+    memory: str = "256Gi"
+    pods: int = 110
+    autoscale_max: int | None = None
+    """Simulated cluster autoscaler: grow up to this many nodes while pods that a new node of
+    this group would fit are pending (None: fixed size)."""
+    autoscale_delay: float = 1.0
+    """Seconds a fitting pod must have been pending before one node is added."""
+
+    @classmethod
+    def for_workgroup(cls, workgroup: str, **kwargs: Any) -> NodeGroup:
+        """One group per workgroup, labelled the way nexus templates select it."""
+        labels = {NODE_GROUP_LABEL: workgroup, **kwargs.pop("labels", {})}
+        return cls(name=workgroup, labels=labels, **kwargs)
+
+
+DEFAULT_NODE_GROUPS = (NodeGroup(name="devcluster-node"),)
+
+
+def node_name(group: NodeGroup, index: int) -> str:
+    return f"{group.name}-{index}"
+
+
+def node_object(group: NodeGroup, index: int) -> Obj:
+    name = node_name(group, index)
+    resources = {"cpu": group.cpu, "memory": group.memory, "pods": str(group.pods)}
+    labels = {
+        "beta.kubernetes.io/arch": "amd64",
+        "beta.kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "type": "devcluster",
+        **group.labels,
+    }
+    spec: Obj = {}
+    if group.taints:
+        spec["taints"] = [dict(t) for t in group.taints]
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": spec,
+        "status": {
+            "capacity": dict(resources),
+            "allocatable": dict(resources),
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "kubelet is posting ready status",
+                }
+            ],
+            "addresses": [
+                {"type": "InternalIP", "address": "127.0.0.1"},
+                {"type": "Hostname", "address": name},
+            ],
+            "nodeInfo": {
+                "machineID": name,
+                "systemUUID": name,
+                "bootID": name,
+                "kernelVersion": "6.0.0-devcluster",
+                "osImage": "devcluster",
+                "kubeProxyVersion": "",
+                "architecture": "amd64",
+                "operatingSystem": "linux",
+                "kubeletVersion": "v1.36.2",
+                "containerRuntimeVersion": "devcluster://1",
+            },
+            "phase": "Running",
+        },
+    }
+
+
+def create_node(ops: Operations, group: NodeGroup, index: int) -> Obj | None:
+    """Create (or keep) one node of a group; status is set like a kubelet registering."""
+    obj = node_object(group, index)
+    try:
+        created = ops.create(NODES, "", obj)
+    except ApiError:
+        return None  # already there (cluster restarted on the same store)
+    stamp = ops.now()
+    for c in obj["status"]["conditions"]:
+        c["lastHeartbeatTime"] = stamp
+        c["lastTransitionTime"] = stamp
+    created["status"] = obj["status"]
+    return ops.write(NODES, created)
+
+
+def register_nodes(ops: Operations, groups: tuple[NodeGroup, ...]) -> None:
+    for group in groups:
+        for i in range(group.count):
+            create_node(ops, group, i)
+
+
+__all__ = [
+    "DEFAULT_NODE_GROUPS",
+    "DEFAULT_NODE_NAME",
+    "NODE_GROUP_LABEL",
+    "NodeGroup",
+    "parse_quantity",
+    "register_nodes",
+]
