@@ -392,6 +392,37 @@ async def test_invalid_image_name(http: httpx.AsyncClient) -> None:
     assert reasons == ["Scheduled", "InspectFailed", "Failed"]
 
 
+async def test_missing_service_account_fails_pod_creation(http: httpx.AsyncClient) -> None:
+    """The ServiceAccount admission plugin refuses the pod; the Job controller says FailedCreate."""
+    await http.post(JOBS, json=pod_spec(job_manifest("nosa"), serviceAccountName="missing"))
+    reason = (
+        f'pods "nosa-" is forbidden: error looking up service account {NS}/missing: '
+        'serviceaccount "missing" not found'
+    )
+
+    async def failed_create() -> list[dict[str, Any]]:
+        return [e for e in await events_of(http, "Job", "nosa") if e["reason"] == "FailedCreate"]
+
+    [event] = await wait_for(failed_create)
+    assert (event["type"], event["message"]) == ("Warning", f"Error creating: {reason}")
+    assert event["source"] == {"component": "job-controller"}
+    assert await pods_of(http, "nosa") == []
+    direct = await http.post(
+        PODS,
+        json={
+            "metadata": {"name": "p"},
+            "spec": {
+                "serviceAccountName": "missing",
+                "containers": [{"name": "c", "image": "registry.example/a:1"}],
+            },
+        },
+    )
+    assert direct.status_code == 403
+    body = direct.json()
+    assert (body["reason"], body["code"]) == ("Forbidden", 403)
+    assert body["message"].startswith('pods "p" is forbidden: error looking up service account')
+
+
 async def test_create_container_config_error_then_secret_appears(
     http: httpx.AsyncClient,
 ) -> None:

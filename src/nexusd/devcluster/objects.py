@@ -163,6 +163,12 @@ def conflict(rt: ResourceType, name: str) -> ApiError:
     return ApiError(409, status_body(409, "Conflict", msg, _details(rt, name)))
 
 
+def forbidden(rt: ResourceType, name: str, reason: str) -> ApiError:
+    """403 from admission, e.g. `pods "job-x-" is forbidden: error looking up service account`."""
+    msg = f'{rt.plural} "{name}" is forbidden: {reason}'
+    return ApiError(403, status_body(403, "Forbidden", msg, _details(rt, name)))
+
+
 def bad_request(message: str) -> ApiError:
     return ApiError(400, status_body(400, "BadRequest", message))
 

@@ -23,6 +23,7 @@ from .objects import (
     bad_request,
     conflict,
     deep_copy,
+    forbidden,
     invalid,
     json_patch,
     merge_patch,
@@ -34,7 +35,16 @@ from .objects import (
     unsupported_media_type,
     unsupported_patch_type,
 )
-from .resources import CRDS, EVENTS, JOBS, NAMESPACES, PODS, Registry, ResourceType
+from .resources import (
+    CRDS,
+    EVENTS,
+    JOBS,
+    NAMESPACES,
+    PODS,
+    SERVICEACCOUNTS,
+    Registry,
+    ResourceType,
+)
 from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
 
 if TYPE_CHECKING:
@@ -116,13 +126,15 @@ class Operations:
         if not isinstance(obj.get("metadata"), dict):
             obj["metadata"] = {}
         meta = obj["metadata"]
-        if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + random_suffix()
         if rt.namespaced:
             meta["namespace"] = namespace
             self._ensure_namespace(namespace)
         else:
             meta.pop("namespace", None)
+        if rt == PODS:
+            self._admit_service_account(obj)
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + random_suffix()
         for k in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(k, None)
         meta["uid"] = new_uid()
@@ -138,6 +150,20 @@ class Operations:
         if rt == CRDS:
             self._establish_crd(stored)
         return self.with_type(rt, stored)
+
+    def _admit_service_account(self, pod: Obj) -> None:
+        """The ServiceAccount admission plugin: a pod naming a service account that does not
+        exist is refused (403) before it gets a name; `default` exists in every namespace."""
+        meta = pod["metadata"]
+        account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
+        if account == "default":
+            return
+        if self.store.peek(SERVICEACCOUNTS.key, meta["namespace"], account) is None:
+            reason = (
+                f"error looking up service account {meta['namespace']}/{account}: "
+                f'serviceaccount "{account}" not found'
+            )
+            raise forbidden(PODS, meta.get("name") or meta.get("generateName", ""), reason)
 
     @staticmethod
     def _check_schema(rt: ResourceType, obj: Obj) -> None:
