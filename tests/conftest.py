@@ -17,11 +17,15 @@ import trio
 from nexusd.modes import dev
 from nexusd.modes.services import Running
 from nexusd.settings import Settings, load_settings
+from tests.servers.postgres import postgres_dsn, postgres_server
+from tests.servers.seaweedfs import seaweedfs
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 StartNexus = Callable[..., Awaitable[Running]]
+
+__all__ = ["postgres_dsn", "postgres_server", "seaweedfs"]  # fixtures for every package
 
 
 def dev_settings(data_dir: Path, **overrides: Any) -> Settings:

@@ -44,7 +44,7 @@ def test_precedence_defaults_toml_env_flags(tmp_path: Path) -> None:
         ({"NEXUS__PORT": "1"}, "NEXUS__PORT: expected NEXUS__SECTION__KEY"),
         ({"NEXUS__HTTP__PORT": "eighty"}, "NEXUS__HTTP__PORT: invalid value 'eighty'"),
         ({"NEXUS__PAYLOADS__VALID_FOR": "1 day"}, "NEXUS__PAYLOADS__VALID_FOR: invalid value"),
-        ({"NEXUS__STORE__KIND": "mysql"}, "expected one of sqlite, memory"),
+        ({"NEXUS__STORE__KIND": "mysql"}, "expected one of sqlite, postgres, memory"),
         ({"NEXUS__HTTP__MAX_PAYLOAD_SIZE": "lots"}, "expected bytes or a quantity"),
         ({"NEXUS__SHUTDOWN__GRACE": "-5s"}, "must not be negative"),
     ],

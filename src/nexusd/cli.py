@@ -3,6 +3,7 @@
     nexusd scheduler   public API v1, buffering, queue, throttled Job submission
     nexusd receiver    completion API for algorithm containers
     nexusd dev         scheduler + receiver + embedded Kubernetes in one process
+    nexusd store       create or migrate the checkpoint store's schema
 
 Exit codes: 0 after a clean stop, 1 when a mode fails at run time, 2 for bad settings or usage.
 """
@@ -43,7 +44,12 @@ _HTTP_FLAGS = [
 ]
 _KUBE_FLAGS = [
     ("--kubeconfig", "kube.kubeconfig", "kubeconfig of the cluster (default: in-cluster)"),
+    ("--shards-dir", "kube.shards_dir", "directory of <shard>.kubeconfig files"),
     ("--namespace", "kube.runtime_namespace", "runtime namespace of templates and Jobs"),
+]
+_STORE_FLAGS = [
+    ("--data-dir", "data.dir", "directory of the SQLite store"),
+    ("--dsn", "postgres.dsn", "PostgreSQL connection string (with store.kind = postgres)"),
 ]
 _DEV_FLAGS = [
     ("--manifests", "dev.manifests", "directory of extra template/workgroup YAML to apply"),
@@ -82,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="scheduler + receiver + embedded Kubernetes in one process (no cluster needed)",
     )
     _add_flags(dev, _HTTP_FLAGS + _DEV_FLAGS)
+    store = modes.add_parser(
+        "store", parents=[common], help="create (init) or upgrade (migrate) the store's schema"
+    )
+    store.add_argument("action", choices=["init", "migrate"])
+    _add_flags(store, _STORE_FLAGS)
     return parser
 
 
@@ -115,10 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nexusd: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(level=settings.logging.level, fmt=settings.logging.format, mode=args.mode)
-    from nexusd.modes import run_mode  # imported late: CLI errors stay fast
+    from nexusd.modes import run_mode, store  # imported late: CLI errors stay fast
 
     try:
-        trio.run(run_mode, args.mode, settings)
+        if args.mode == "store":
+            print(trio.run(store.run, settings, args.action))
+        else:
+            trio.run(run_mode, args.mode, settings)
     except KeyboardInterrupt:
         return EXIT_OK
     except (NexusdError, BaseExceptionGroup) as exc:

@@ -82,7 +82,12 @@ class DataSettings:
 @attrs.frozen
 class StoreSettings:
     kind: str = attrs.field(
-        default="sqlite", metadata=_doc('checkpoint store: "sqlite" or "memory"', "sqlite|memory")
+        default="sqlite",
+        metadata=_doc(
+            'checkpoint store: "sqlite" (one machine), "postgres" (shared by several '
+            'schedulers and receivers) or "memory" (tests)',
+            "sqlite|postgres|memory",
+        ),
     )
     path: Path | None = attrs.field(
         default=None, metadata=_doc("SQLite file; empty = <data.dir>/checkpoints.sqlite3", "path")
@@ -97,9 +102,51 @@ class StoreSettings:
 
 
 @attrs.frozen
+class PostgresSettings:
+    dsn: str = attrs.field(
+        default="",
+        metadata=_doc(
+            "libpq connection string or URL, e.g. postgresql://nexus@db:5432/nexus; the "
+            "password can stay out of it (PGPASSWORD, ~/.pgpass)"
+        ),
+    )
+    pool_min: int = attrs.field(default=2, metadata=_doc("connections kept open"))
+    pool_max: int = attrs.field(
+        default=10, metadata=_doc("most connections, and most concurrent store calls")
+    )
+
+
+@attrs.frozen
+class S3Settings:
+    endpoint: str = attrs.field(
+        default="",
+        metadata=_doc("S3 endpoint URL; empty = AWS, https://s3.<region>.amazonaws.com"),
+    )
+    bucket: str = attrs.field(default="", metadata=_doc("bucket for payloads and results"))
+    prefix: str = attrs.field(default="nexus", metadata=_doc("key prefix inside the bucket"))
+    region: str = attrs.field(default="us-east-1", metadata=_doc("signing region"))
+    path_style: bool = attrs.field(
+        default=True,
+        metadata=_doc("path-style URLs (endpoint/bucket/key) rather than virtual-host style"),
+    )
+    access_key_id: str = attrs.field(
+        default="",
+        metadata=_doc(
+            "static credentials; empty = the AWS chain (env, profile, web identity for IRSA)"
+        ),
+    )
+    secret_access_key: str = attrs.field(
+        default="", metadata=_doc("static secret key, with access_key_id")
+    )
+
+
+@attrs.frozen
 class PayloadSettings:
     kind: str = attrs.field(
-        default="filesystem", metadata=_doc('payload store: "filesystem"', "filesystem")
+        default="filesystem",
+        metadata=_doc(
+            'payload store: "filesystem" (served by nexusd at /data/v1) or "s3"', "filesystem|s3"
+        ),
     )
     dir: Path | None = attrs.field(
         default=None, metadata=_doc("payload and result files; empty = <data.dir>/blobs", "path")
@@ -138,6 +185,14 @@ class KubeSettings:
             'its first dot, or "standalone" in-cluster'
         ),
     )
+    shards_dir: Path | None = attrs.field(
+        default=None,
+        metadata=_doc(
+            "directory of <shard>.kubeconfig files: more clusters runs can go to, each "
+            "named after its file (the part before the first dot)",
+            "path",
+        ),
+    )
     runtime_namespace: str = attrs.field(
         default=DEFAULT_RUNTIME_NAMESPACE,
         metadata=_doc("namespace holding templates, workgroups and the runs' Jobs"),
@@ -154,13 +209,29 @@ class KubeSettings:
 class SubmissionSettings:
     queue_capacity: int = attrs.field(
         default=DEFAULT_QUEUE_CAPACITY,
-        metadata=_doc("runs waiting for submission; when full, new runs get 429"),
+        metadata=_doc("new runs waiting for submission, per shard; when full, new runs get 429"),
     )
-    workers: int = attrs.field(default=DEFAULT_WORKERS, metadata=_doc("concurrent Job creations"))
+    workers: int = attrs.field(
+        default=DEFAULT_WORKERS, metadata=_doc("submission workers per shard")
+    )
     rate: float = attrs.field(
-        default=DEFAULT_SUBMIT_RATE, metadata=_doc("sustained Job creations per second")
+        default=DEFAULT_SUBMIT_RATE,
+        metadata=_doc(
+            "most mutating Kubernetes calls per second per shard; a 429 cuts the rate "
+            "(throttle_decrease), successes bring it back (throttle_recovery)"
+        ),
     )
     burst: int = attrs.field(default=DEFAULT_SUBMIT_BURST, metadata=_doc("token bucket size"))
+    max_in_flight: int = attrs.field(
+        default=16, metadata=_doc("most mutating Kubernetes calls in flight per shard")
+    )
+    throttle_decrease: float = attrs.field(
+        default=0.7, metadata=_doc("factor the shard's rate is multiplied by on a 429")
+    )
+    throttle_recovery: float = attrs.field(
+        default=5.0,
+        metadata=_doc("calls per second the shard's rate regains per second of successes"),
+    )
     retry_base_delay: float = attrs.field(
         default=0.1, metadata=_doc("first back-off after a transient API error", "duration")
     )
@@ -204,7 +275,9 @@ class Settings:
     node: NodeSettings = NodeSettings()
     data: DataSettings = DataSettings()
     store: StoreSettings = StoreSettings()
+    postgres: PostgresSettings = PostgresSettings()
     payloads: PayloadSettings = PayloadSettings()
+    s3: S3Settings = S3Settings()
     kube: KubeSettings = KubeSettings()
     submission: SubmissionSettings = SubmissionSettings()
     shutdown: ShutdownSettings = ShutdownSettings()

@@ -46,7 +46,7 @@ async def test_full_queue_answers_429_and_keeps_what_it_accepted(
             accepted.append(response.json()["requestId"])
     assert 1 <= len(accepted) <= 3
     assert response.headers["retry-after"] == "1"
-    assert response.text == "The submission queue is full. Please retry later."
+    assert response.text == "The submission queue for cluster dev is full. Please retry later."
     for request_id in accepted:
         await wait_for_stage(http, nexus.url, "hello", request_id, "BUFFERED", "RUNNING")
 

@@ -396,9 +396,9 @@ async def test_health_and_readiness(nexus: Running, http: httpx.AsyncClient) -> 
     ready = await http.get(f"{nexus.url}/readyz")
     assert ready.status_code == 200
     details = ready.json()["details"]
-    assert {"queue", "submitter", "store", "throttle:dev", "kube:dev"} <= set(details)
+    assert {"queue:dev", "submitter:dev", "store", "throttle:dev", "kube:dev"} <= set(details)
     assert details["kube:dev"]["requests"]["list nexusalgorithmtemplates 200"] >= 1
-    await nexus.stop()
+    await nexus.stop(grace=1)
     assert (await http.get(f"{nexus.url}/readyz")).status_code == 503
     refused = await http.post(f"{nexus.url}{RUN}/hello", json={"algorithmParameters": {}})
     assert refused.status_code == 503

@@ -140,7 +140,7 @@ async def bench(tmp: Path) -> None:
 
                     nursery.start_soon(one)
             intake = RUNS / (time.perf_counter() - start)
-            while (await readyz(client, url))["submitter"]["submitted"] < RUNS:
+            while (await readyz(client, url))["submitter:dev"]["submitted"] < RUNS:
                 await trio.sleep(0.05)
             submitted_by = time.perf_counter() - start
             completions = await hammer(

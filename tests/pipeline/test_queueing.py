@@ -26,11 +26,11 @@ async def test_full_queue_refuses_before_anything_is_written() -> None:
     assert queue.statistics().queued == 2
 
 
-async def test_priority_items_are_never_refused() -> None:
+async def test_priority_items_are_never_refused_nor_counted_against_new_ones() -> None:
     queue: VirtualQueue[int] = VirtualQueue(1)
-    queue.reserve_nowait().put(0)
     for n in range(5):
         queue.put_priority(n + 1)
+    queue.reserve_nowait().put(0)
     assert len(queue) == 6
 
 
@@ -65,3 +65,27 @@ async def test_reservation_is_used_once() -> None:
     reservation.put("a")
     with pytest.raises(RuntimeError):
         reservation.put("b")
+
+
+async def test_delayed_items_wait_for_their_time_then_jump_the_queue(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue: VirtualQueue[str] = VirtualQueue(10)
+    start = trio.current_time()
+    queue.put_priority("retry", not_before=start + 5)
+    queue.reserve_nowait().put("new-1")
+    assert await queue.get() == "new-1"  # the retry is not due yet
+    queue.reserve_nowait().put("new-2")
+    await trio.sleep(5)
+    assert await queue.get() == "retry"  # due: ahead of new-2
+    assert await queue.get() == "new-2"
+
+
+async def test_a_waiting_consumer_wakes_when_a_delayed_item_is_due(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue: VirtualQueue[str] = VirtualQueue(10)
+    start = trio.current_time()
+    queue.put_priority("later", not_before=start + 2)
+    assert await queue.get() == "later"
+    assert trio.current_time() - start == pytest.approx(2)

@@ -26,9 +26,10 @@ from nexusd.kube.client import JOBS, KubeClient
 from nexusd.kube.credentials import ClusterCredentials, load_credentials
 from nexusd.kube.manifests import build_job
 from nexusd.kube.shards import Shard
+from nexusd.kube.throttling import ShardThrottle
 from nexusd.pipeline.intake import RunRef
-from nexusd.pipeline.submitting import LAUNCH_FAILED, Submitter
-from nexusd.pipeline.throttling import TokenBucket
+from nexusd.pipeline.queueing import VirtualQueue
+from nexusd.pipeline.submitting import LAUNCH_FAILED, Submitter, run_submitter
 from nexusd.stores.memory import MemoryCheckpointStore
 from nexusd.stores.sqlite import SqliteCheckpointStore
 
@@ -81,12 +82,34 @@ async def buffer_run(store: CheckpointStore, request_id: str) -> RunRef:
 def make_submitter(store: CheckpointStore, client: KubeClient) -> Submitter:
     return Submitter(
         store=store,
-        shards={"dev": Shard(name="dev", client=client, namespace="nexus")},
-        throttles={"dev": TokenBucket(rate=1000, burst=1000)},
+        shard=Shard(name="dev", client=client, namespace="nexus"),
+        throttle=ShardThrottle(rate=1000, burst=1000),
+        queue=VirtualQueue(100),
         clock=SystemClock(),
         retry_base_delay=0.1,
         retry_max_delay=2.0,
     )
+
+
+async def submit_until_settled(submitter: Submitter, ref: RunRef) -> None:
+    """Run the workers until the run has left BUFFERED (retries go through the queue)."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            lambda task_status: run_submitter(
+                submitter=submitter, workers=2, task_status=task_status
+            )
+        )
+        submitter.queue.reserve_nowait().put(ref)
+        with trio.fail_after(60):
+            while True:
+                checkpoint = await submitter.store.get(
+                    algorithm=ref.algorithm, request_id=ref.request_id
+                )
+                assert checkpoint is not None
+                if checkpoint.lifecycle_stage is not Stage.BUFFERED:
+                    break
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
 
 
 # --- against the embedded cluster -------------------------------------------------------
@@ -217,13 +240,15 @@ async def test_transient_errors_are_retried_and_429_waits_retry_after(
     store = MemoryCheckpointStore(clock=ManualClock())
     ref = await buffer_run(store, "retried")
     submitter = make_submitter(store, scripted(script))
-    await submitter.submit(ref)
+    await submit_until_settled(submitter, ref)
     checkpoint = await store.get(algorithm="algo", request_id="retried")
     assert checkpoint is not None
     assert checkpoint.lifecycle_stage is Stage.RUNNING
     assert len(script.creates) == 3
     assert script.creates[1] - script.creates[0] >= 3.0  # Retry-After honoured
     assert submitter.statistics().retries == 2
+    assert submitter.throttle.statistics().throttled == 1  # the 429 slowed the shard down
+    assert submitter.throttle.rate < 1000
 
 
 async def test_a_permanent_refusal_fails_the_run_with_the_api_message(
@@ -233,7 +258,7 @@ async def test_a_permanent_refusal_fails_the_run_with_the_api_message(
     script = Script((422, {}, status_body(422, "Invalid", message)))
     store = MemoryCheckpointStore(clock=ManualClock())
     ref = await buffer_run(store, "bad")
-    await make_submitter(store, scripted(script)).submit(ref)
+    await submit_until_settled(make_submitter(store, scripted(script)), ref)
     checkpoint = await store.get(algorithm="algo", request_id="bad")
     assert checkpoint is not None
     assert checkpoint.lifecycle_stage is Stage.SCHEDULING_FAILED

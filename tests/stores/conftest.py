@@ -1,7 +1,9 @@
 """Fixtures for the store tests: a manual clock, run builders, and every checkpoint store.
 
 `store` is parametrised over every `CheckpointStore` implementation, each real: the memory
-store, and the SQLite store on a file in the test's tmp_path (FULL sync, like production).
+store, the SQLite store on a file in the test's tmp_path (FULL sync, like production), and the
+PostgreSQL store on a fresh database of a throwaway cluster (tests/servers/postgres.py), started
+once per session on first use. Without PostgreSQL binaries the postgres cases FAIL, not skip.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from nexusd.core.clock import ManualClock
 from nexusd.core.lifecycle import Stage
 from nexusd.core.records import Checkpoint, SubmissionEntry
 from nexusd.stores.memory import MemoryCheckpointStore
+from nexusd.stores.postgres import open_postgres_store
 from nexusd.stores.sqlite import open_sqlite_store
 
 if TYPE_CHECKING:
@@ -72,11 +75,14 @@ def make_submission() -> Callable[[Checkpoint], SubmissionEntry]:
     return _submission_for
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> StoreOpener:
     """A function opening the parametrised store (the same database each time it is called)."""
     if request.param == "memory":
         return lambda: MemoryCheckpointStore(clock=clock)
+    if request.param == "postgres":
+        dsn: str = request.getfixturevalue("postgres_dsn")
+        return lambda: open_postgres_store(dsn=dsn, clock=clock, min_size=1, migrate=True)
     return lambda: open_sqlite_store(path=tmp_path / "checkpoints.db", clock=clock)
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import workloads
 from .objects import Obj, invalid, validate_name
-from .resources import CONFIGMAPS, CRDS, JOBS, NAMESPACES, PODS, ResourceType
+from .resources import CONFIGMAPS, CRDS, JOBS, MANIFEST_TYPES, NAMESPACES, PODS, ResourceType
 
 #: core/v1 validation's cap on a ConfigMap's data + binaryData (checklist 23).
 CONFIGMAP_MAX_BYTES = 1024 * 1024
@@ -155,5 +156,7 @@ def admit_create(rt: ResourceType, obj: Obj) -> None:
         default_crd(obj)
     elif rt == CONFIGMAPS:
         validate_configmap_size(obj)
+    elif rt in MANIFEST_TYPES:
+        workloads.admit(rt, obj, default_pod_spec=default_pod_spec)
     elif rt.custom and rt.has_status:
         obj.pop("status", None)

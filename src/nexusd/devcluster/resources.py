@@ -111,7 +111,93 @@ CRDS = ResourceType(
     has_generation=True,
 )
 
-BUILTINS = (CONFIGMAPS, EVENTS, NAMESPACES, NODES, PODS, SECRETS, SERVICEACCOUNTS, JOBS, CRDS)
+SERVICES = ResourceType(
+    "",
+    "v1",
+    "services",
+    "service",
+    "Service",
+    short_names=("svc",),
+    categories=("all",),
+    has_status=True,
+)
+# Served for deployment manifests (config/kubernetes): stored and validated, no controllers.
+DEPLOYMENTS = ResourceType(
+    "apps",
+    "v1",
+    "deployments",
+    "deployment",
+    "Deployment",
+    short_names=("deploy",),
+    categories=("all",),
+    has_status=True,
+    has_generation=True,
+)
+CRONJOBS = ResourceType(
+    "batch",
+    "v1",
+    "cronjobs",
+    "cronjob",
+    "CronJob",
+    short_names=("cj",),
+    categories=("all",),
+    has_status=True,
+    has_generation=True,
+)
+PDBS = ResourceType(
+    "policy",
+    "v1",
+    "poddisruptionbudgets",
+    "poddisruptionbudget",
+    "PodDisruptionBudget",
+    short_names=("pdb",),
+    has_status=True,
+    has_generation=True,
+)
+HPAS = ResourceType(
+    "autoscaling",
+    "v2",
+    "horizontalpodautoscalers",
+    "horizontalpodautoscaler",
+    "HorizontalPodAutoscaler",
+    short_names=("hpa",),
+    categories=("all",),
+    has_status=True,
+)
+_RBAC = "rbac.authorization.k8s.io"
+ROLES = ResourceType(_RBAC, "v1", "roles", "role", "Role")
+ROLEBINDINGS = ResourceType(_RBAC, "v1", "rolebindings", "rolebinding", "RoleBinding")
+CLUSTERROLES = ResourceType(
+    _RBAC, "v1", "clusterroles", "clusterrole", "ClusterRole", namespaced=False
+)
+CLUSTERROLEBINDINGS = ResourceType(
+    _RBAC, "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", namespaced=False
+)
+#: Stored and validated only (no controllers): enough to apply deployment manifests.
+MANIFEST_TYPES = (
+    SERVICES,
+    DEPLOYMENTS,
+    CRONJOBS,
+    PDBS,
+    HPAS,
+    ROLES,
+    ROLEBINDINGS,
+    CLUSTERROLES,
+    CLUSTERROLEBINDINGS,
+)
+
+BUILTINS = (
+    CONFIGMAPS,
+    EVENTS,
+    NAMESPACES,
+    NODES,
+    PODS,
+    SECRETS,
+    SERVICEACCOUNTS,
+    JOBS,
+    CRDS,
+    *MANIFEST_TYPES,
+)
 
 
 def resource_from_crd(crd: dict[str, object], version: str) -> ResourceType:

@@ -20,13 +20,13 @@ MODES = {"scheduler": scheduler.run, "receiver": receiver.run, "dev": dev.run}
 
 
 async def run_mode(name: str, settings: Settings) -> None:
-    """Run a mode until SIGINT/SIGTERM; a second signal while stopping is not needed: the
-    shutdown grace period is a deadline (settings.shutdown.grace)."""
+    """Run a mode until SIGINT/SIGTERM, then stop it gracefully: intake closes at once, queued
+    work drains for at most `shutdown.grace` seconds, then everything is cancelled."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             stopper = await nursery.start(MODES[name], settings)
             async for signum in signals:
                 logger.info("received %s, stopping", signal.Signals(signum).name)
-                await stopper.stop()
+                await stopper.stop(settings.shutdown.grace)
                 nursery.cancel_scope.cancel()
                 break

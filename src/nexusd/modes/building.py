@@ -7,6 +7,7 @@ arguments.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
 from typing import TYPE_CHECKING
@@ -21,6 +22,8 @@ from nexusd.kube.credentials import load_credentials
 from nexusd.kube.shards import Shard, shard_name_for
 from nexusd.stores.filesystem import FilesystemPayloadStore
 from nexusd.stores.memory import MemoryCheckpointStore
+from nexusd.stores.postgres import PostgresCheckpointStore
+from nexusd.stores.s3 import S3Settings, open_s3_store
 from nexusd.stores.signing import UrlSigner, load_or_create_secret
 from nexusd.stores.sqlite import SqliteCheckpointStore
 
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     from nexusd.core.clock import Clock
     from nexusd.settings import Settings
     from nexusd.stores.checkpoints import CheckpointStore
+    from nexusd.stores.payloads import PayloadStore
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +47,9 @@ class Foundation:
     clock: Clock
     sock: socket.socket
     store: CheckpointStore
-    files: FilesystemPayloadStore
+    payloads: PayloadStore
+    #: the same payload store when it is the filesystem one, whose URLs nexusd serves itself
+    files: FilesystemPayloadStore | None
 
 
 @contextlib.asynccontextmanager
@@ -52,15 +58,45 @@ async def open_foundation(settings: Settings) -> AsyncIterator[Foundation]:
     stores; everything is closed again on the way out."""
     clock = SystemClock()
     with bind_socket(settings.http.host, settings.http.port) as sock:
-        async with open_checkpoint_store(settings, clock) as store:
-            files = await open_payload_store(settings, clock, base_url=external_url(settings, sock))
-            yield Foundation(settings=settings, clock=clock, sock=sock, store=store, files=files)
+        async with (
+            open_checkpoint_store(settings, clock) as store,
+            open_payload_store(settings, clock, base_url=external_url(settings, sock)) as payloads,
+        ):
+            files = payloads if isinstance(payloads, FilesystemPayloadStore) else None
+            yield Foundation(
+                settings=settings,
+                clock=clock,
+                sock=sock,
+                store=store,
+                payloads=payloads,
+                files=files,
+            )
+
+
+def postgres_dsn(settings: Settings) -> str:
+    if not settings.postgres.dsn:
+        raise ConfigError('postgres.dsn: required when store.kind = "postgres"')
+    return settings.postgres.dsn
 
 
 @contextlib.asynccontextmanager
 async def open_checkpoint_store(settings: Settings, clock: Clock) -> AsyncIterator[CheckpointStore]:
     if settings.store.kind == "memory":
         yield MemoryCheckpointStore(clock=clock)
+        return
+    if settings.store.kind == "postgres":
+        postgres = await PostgresCheckpointStore.open(
+            dsn=postgres_dsn(settings),
+            clock=clock,
+            min_size=settings.postgres.pool_min,
+            max_size=settings.postgres.pool_max,
+        )
+        logger.info("checkpoint store: PostgreSQL %s", postgres.where)
+        try:
+            yield postgres
+        finally:
+            with trio.CancelScope(shield=True):
+                await postgres.aclose()
         return
     path = settings.sqlite_path
     await trio.to_thread.run_sync(lambda: path.parent.mkdir(parents=True, exist_ok=True))
@@ -78,34 +114,83 @@ async def open_checkpoint_store(settings: Settings, clock: Clock) -> AsyncIterat
             await store.aclose()
 
 
+@contextlib.asynccontextmanager
 async def open_payload_store(
     settings: Settings, clock: Clock, *, base_url: str
-) -> FilesystemPayloadStore:
-    key_file = settings.sign_key_file
-    secret = await trio.to_thread.run_sync(load_or_create_secret, key_file)
+) -> AsyncIterator[PayloadStore]:
+    """S3 (presigned URLs, checked reachable at start) or files served by nexusd at base_url."""
+    if settings.payloads.kind == "s3":
+        s3 = settings.s3
+        if not s3.bucket:
+            raise ConfigError('s3.bucket: required when payloads.kind = "s3"')
+        if bool(s3.access_key_id) != bool(s3.secret_access_key):
+            raise ConfigError("s3.access_key_id and s3.secret_access_key: give both or neither")
+        endpoint = s3.endpoint or f"https://s3.{s3.region}.amazonaws.com"
+        config = S3Settings(
+            endpoint=endpoint,
+            bucket=s3.bucket,
+            prefix=s3.prefix,
+            region=s3.region,
+            path_style=s3.path_style,
+            access_key=s3.access_key_id or None,
+            secret_key=s3.secret_access_key or None,
+            request_timeout_s=settings.kube.request_timeout,
+        )
+        async with open_s3_store(config, clock=clock) as store:
+            logger.info("payload store: S3 bucket %s at %s", s3.bucket, endpoint)
+            yield store
+        return
+    secret = await trio.to_thread.run_sync(load_or_create_secret, settings.sign_key_file)
     logger.info("payload store: files under %s, URLs under %s", settings.blob_dir, base_url)
-    return FilesystemPayloadStore(
+    yield FilesystemPayloadStore(
         root=settings.blob_dir, signer=UrlSigner(secret, clock), base_url=base_url
     )
 
 
 @contextlib.asynccontextmanager
-async def open_shard(
+async def open_shards(
     settings: Settings, *, kubeconfig: Path | None = None, name: str = ""
-) -> AsyncIterator[Shard]:
-    """The cluster this process submits to, named as workgroups refer to it."""
-    kubeconfig = kubeconfig or settings.kube.kubeconfig
-    credentials = await trio.to_thread.run_sync(
-        lambda: load_credentials(kubeconfig, context=settings.kube.context or None)
-    )
-    shard_name = name or settings.kube.shard_name or shard_name_for(kubeconfig)
-    client = KubeClient(credentials=credentials, timeout=settings.kube.request_timeout)
-    logger.info("shard %s: %s", shard_name, credentials.server)
-    try:
-        yield Shard(name=shard_name, client=client, namespace=settings.kube.runtime_namespace)
-    finally:
-        with trio.CancelScope(shield=True):
-            await client.aclose()
+) -> AsyncIterator[dict[str, Shard]]:
+    """Every cluster this process submits to, by the name workgroups use (`spec.cluster`).
+
+    The first is the scheduler's own cluster (`kubeconfig`, else `kube.kubeconfig`, else
+    in-cluster credentials or $KUBECONFIG), where templates and workgroups live; then one shard
+    per `*.kubeconfig` file in `kube.shards_dir`, named as upstream names them (the file name
+    before its first dot).
+    """
+    home = kubeconfig or settings.kube.kubeconfig
+    sources = [(name or settings.kube.shard_name or shard_name_for(home), home)]
+    if settings.kube.shards_dir is not None:
+        sources += [(shard_name_for(path), path) for path in list_shard_files(settings)]
+    names = [shard_name for shard_name, _ in sources]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"kube.shards_dir: two clusters share a shard name: {sorted(names)}")
+    async with contextlib.AsyncExitStack() as stack:
+        shards = {}
+        for shard_name, path in sources:
+            credentials = await trio.to_thread.run_sync(
+                functools.partial(load_credentials, path, context=settings.kube.context or None)
+            )
+            client = KubeClient(credentials=credentials, timeout=settings.kube.request_timeout)
+            stack.push_async_callback(_close_shielded, client)
+            logger.info("shard %s: %s", shard_name, credentials.server)
+            shards[shard_name] = Shard(
+                name=shard_name, client=client, namespace=settings.kube.runtime_namespace
+            )
+        yield shards
+
+
+def list_shard_files(settings: Settings) -> list[Path]:
+    directory = settings.kube.shards_dir
+    assert directory is not None
+    if not directory.is_dir():
+        raise ConfigError(f"kube.shards_dir: {directory} is not a directory")
+    return sorted(directory.glob("*.kubeconfig"))
+
+
+async def _close_shielded(client: KubeClient) -> None:
+    with trio.CancelScope(shield=True):
+        await client.aclose()
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -19,7 +19,7 @@ import trio
 
 from nexusd.devcluster import DevClusterConfig, run_dev_cluster
 from nexusd.kube.applying import apply, parse_documents, read_directory
-from nexusd.modes.building import external_url, open_foundation, open_shard
+from nexusd.modes.building import external_url, open_foundation, open_shards
 from nexusd.modes.services import Running, start_services
 from nexusd.pipeline.outcomes import run_job_outcomes
 
@@ -81,13 +81,14 @@ async def run(
         )
         url = external_url(settings, foundation.sock)
         async with (
-            open_shard(settings, kubeconfig=cluster.kubeconfig_path, name=DEV_SHARD) as shard,
+            open_shards(settings, kubeconfig=cluster.kubeconfig_path, name=DEV_SHARD) as shards,
             trio.open_nursery() as nursery,
         ):
+            shard = shards[DEV_SHARD]
             for document in bundled_documents(namespace=namespace, receiver_url=url) + extra:
                 await apply(shard.client, document, namespace=namespace)
             running = await start_services(
-                nursery, foundation, shards={shard.name: shard}, scheduler=True, receiver=True
+                nursery, foundation, shards=shards, scheduler=True, receiver=True
             )
             await nursery.start(
                 lambda task_status: run_job_outcomes(

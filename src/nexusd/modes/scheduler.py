@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from nexusd.modes.building import open_foundation, open_shard
+from nexusd.modes.building import open_foundation, open_shards
 from nexusd.modes.services import Running, start_services
 
 if TYPE_CHECKING:
@@ -18,10 +18,10 @@ async def run(
 ) -> None:
     async with (
         open_foundation(settings) as foundation,
-        open_shard(settings) as shard,
+        open_shards(settings) as shards,
         trio.open_nursery() as nursery,
     ):
         running = await start_services(
-            nursery, foundation, shards={shard.name: shard}, scheduler=True, receiver=False
+            nursery, foundation, shards=shards, scheduler=True, receiver=False
         )
         task_status.started(running)

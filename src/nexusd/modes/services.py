@@ -12,31 +12,33 @@ import logging
 from typing import TYPE_CHECKING
 
 import attrs
+import trio
 
 from nexusd import __version__
 from nexusd.api.app import create_app, serve_http
 from nexusd.api.context import AppContext, Readiness
 from nexusd.kube.configuration import ConfigurationCache, run_configuration_cache
+from nexusd.kube.throttling import ShardThrottle
 from nexusd.pipeline.cancelling import Canceller
 from nexusd.pipeline.completing import Completer
-from nexusd.pipeline.intake import Intake, RunRef
+from nexusd.pipeline.intake import Intake
 from nexusd.pipeline.queueing import VirtualQueue
 from nexusd.pipeline.recovery import requeue_buffered
 from nexusd.pipeline.submitting import Submitter, run_submitter
-from nexusd.pipeline.throttling import TokenBucket
 
 if TYPE_CHECKING:
-    import trio
-
     from nexusd.core.clock import Clock
     from nexusd.devcluster import DevCluster
     from nexusd.kube.shards import Shard
     from nexusd.modes.building import Foundation
     from nexusd.settings import Settings
     from nexusd.stores.checkpoints import CheckpointStore
-    from nexusd.stores.filesystem import FilesystemPayloadStore
+    from nexusd.stores.payloads import PayloadStore
 
 logger = logging.getLogger(__name__)
+
+
+DRAIN_POLL_INTERVAL = 0.05  # seconds between checks of the queues while draining
 
 
 @attrs.define
@@ -45,12 +47,22 @@ class Running:
 
     url: str
     context: AppContext
+    submitters: list[Submitter] = attrs.Factory(list)
     #: the embedded cluster, in `nexusd dev`
     cluster: DevCluster | None = None
 
-    async def stop(self) -> None:
-        """Stop intake: /readyz fails and new runs get 503; queued runs stay BUFFERED."""
+    async def stop(self, grace: float) -> None:
+        """Stop intake (/readyz fails, new runs get 503), then let the submitters drain their
+        queues for up to `grace` seconds. Whatever is still queued stays BUFFERED in the store,
+        where a restart or the maintainer picks it up: nothing accepted is lost."""
         self.context.readiness.accepting = False
+        with trio.move_on_after(grace):
+            # A short poll rather than a wake-up per queue: this runs once, at shutdown.
+            while any(len(s.queue) or s.in_flight for s in self.submitters):  # noqa: ASYNC110
+                await trio.sleep(DRAIN_POLL_INTERVAL)
+        left = sum(len(s.queue) for s in self.submitters)
+        if left:
+            logger.warning("stopping with %d runs still queued; they stay BUFFERED", left)
 
 
 async def start_services(
@@ -62,31 +74,34 @@ async def start_services(
     receiver: bool,
 ) -> Running:
     """Start the HTTP API and, for a scheduler, the configuration cache and the submitter."""
-    settings, clock, store, files = (
+    settings, clock, store, payloads = (
         foundation.settings,
         foundation.clock,
         foundation.store,
-        foundation.files,
+        foundation.payloads,
     )
     context = AppContext(
         store=store,
         readiness=Readiness(),
-        files=files,
+        files=foundation.files,
         max_payload_size=settings.http.max_payload_size,
         result_valid_for=dt.timedelta(seconds=settings.payloads.result_valid_for),
     )
     statistics = getattr(store, "statistics", None)
     if statistics is not None:
         context.statistics["store"] = statistics
+    submitters = []
     if scheduler:
-        await _start_scheduler(nursery, settings, clock, store, files, shards, context)
+        submitters = await _start_scheduler(
+            nursery, settings, clock, store, payloads, shards, context
+        )
     if receiver:
         context.completer = Completer(
-            store=store, payloads=files, result_valid_for=settings.payloads.result_valid_for
+            store=store, payloads=payloads, result_valid_for=settings.payloads.result_valid_for
         )
     app = create_app(context, scheduler=scheduler, receiver=receiver)
     url = await nursery.start(functools.partial(serve_http, app, sock=foundation.sock))
-    return Running(url=url, context=context)
+    return Running(url=url, context=context, submitters=submitters)
 
 
 async def _start_scheduler(
@@ -94,10 +109,10 @@ async def _start_scheduler(
     settings: Settings,
     clock: Clock,
     store: CheckpointStore,
-    files: FilesystemPayloadStore,
+    payloads: PayloadStore,
     shards: dict[str, Shard],
     context: AppContext,
-) -> None:
+) -> list[Submitter]:
     # Templates and workgroups come from the scheduler's own cluster: the first shard.
     home = next(iter(shards.values()))
     cache = ConfigurationCache()
@@ -110,31 +125,44 @@ async def _start_scheduler(
             resync_seconds=settings.kube.resync,
         )
     )
-    queue: VirtualQueue[RunRef] = VirtualQueue(settings.submission.queue_capacity)
-    throttles = {
-        name: TokenBucket(rate=settings.submission.rate, burst=settings.submission.burst)
-        for name in shards
-    }
-    submitter = Submitter(
-        store=store,
-        shards=shards,
-        throttles=throttles,
-        clock=clock,
-        retry_base_delay=settings.submission.retry_base_delay,
-        retry_max_delay=settings.submission.retry_max_delay,
-    )
-    await nursery.start(
-        functools.partial(
-            run_submitter, queue=queue, submitter=submitter, workers=settings.submission.workers
+    submission = settings.submission
+    submitters = []
+    for name, shard in shards.items():
+        submitter = Submitter(
+            store=store,
+            shard=shard,
+            throttle=ShardThrottle(
+                rate=submission.rate,
+                burst=submission.burst,
+                max_in_flight=submission.max_in_flight,
+                decrease=submission.throttle_decrease,
+                increase=submission.throttle_recovery,
+            ),
+            queue=VirtualQueue(submission.queue_capacity),
+            clock=clock,
+            retry_base_delay=submission.retry_base_delay,
+            retry_max_delay=submission.retry_max_delay,
         )
-    )
-    await requeue_buffered(store=store, host=settings.host_name, queue=queue)
+        await nursery.start(
+            functools.partial(run_submitter, submitter=submitter, workers=submission.workers)
+        )
+        submitters.append(submitter)
+        context.statistics.update(
+            {
+                f"queue:{name}": submitter.queue.statistics,
+                f"submitter:{name}": submitter.statistics,
+                f"throttle:{name}": submitter.throttle.statistics,
+                f"kube:{name}": shard.client.statistics,
+            }
+        )
+    queues = {submitter.shard.name: submitter.queue for submitter in submitters}
+    await requeue_buffered(store=store, host=settings.host_name, queues=queues)
     context.intake = Intake(
         store=store,
-        payloads=files,
+        payloads=payloads,
         configuration=cache,
         shards=shards,
-        queue=queue,
+        queues=queues,
         clock=clock,
         host_name=settings.host_name,
         nexus_version=__version__,
@@ -142,10 +170,9 @@ async def _start_scheduler(
         max_valid_for=settings.payloads.max_valid_for,
         result_valid_for=settings.payloads.result_valid_for,
     )
-    context.canceller = Canceller(store=store, shards=shards)
-    context.statistics.update(
-        queue=queue.statistics,
-        submitter=submitter.statistics,
-        **{f"throttle:{name}": bucket.statistics for name, bucket in throttles.items()},
-        **{f"kube:{name}": shard.client.statistics for name, shard in shards.items()},
+    context.canceller = Canceller(
+        store=store,
+        shards=shards,
+        throttles={submitter.shard.name: submitter.throttle for submitter in submitters},
     )
+    return submitters

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from nexusd.core.records import Transition
     from nexusd.kube.shards import Shard
+    from nexusd.kube.throttling import ShardThrottle
     from nexusd.stores.checkpoints import CheckpointStore
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ def parse_cancellation(body: bytes) -> CancellationRequest:
 class Canceller:
     store: CheckpointStore
     shards: Mapping[str, Shard]
+    throttles: Mapping[str, ShardThrottle]
 
     async def cancel(
         self, *, algorithm: str, request_id: str, request: CancellationRequest
@@ -86,13 +88,14 @@ class Canceller:
         shard = self.shards.get(submission.cluster) if submission else None
         if shard is not None:
             try:
-                await shard.client.delete(
-                    JOBS,
-                    namespace=shard.namespace,
-                    name=request_id,
-                    propagation_policy=request.policy,
-                    grace_period_seconds=0,
-                )
+                async with self.throttles[shard.name].mutating():
+                    await shard.client.delete(
+                        JOBS,
+                        namespace=shard.namespace,
+                        name=request_id,
+                        propagation_policy=request.policy,
+                        grace_period_seconds=0,
+                    )
             except KubeNotFound:
                 logger.debug("cancelled run had no Job", extra={"request_id": request_id})
         return outcome

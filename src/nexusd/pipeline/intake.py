@@ -46,10 +46,12 @@ DRY_RUN_JOB_UID = "dry-run"
 
 @attrs.frozen
 class RunRef:
-    """What travels through the queue: the key of a durable run."""
+    """What travels through the queue: the key of a durable run, and how often its
+    submission was tried (for the back-off)."""
 
     algorithm: str
     request_id: str
+    attempt: int = 0
 
 
 class IntakeError(Exception):
@@ -137,7 +139,7 @@ class Intake:
     payloads: PayloadStore
     configuration: ConfigurationCache
     shards: dict[str, Shard]
-    queue: VirtualQueue[RunRef]
+    queues: dict[str, VirtualQueue[RunRef]]
     clock: Clock
     host_name: str
     nexus_version: str
@@ -153,7 +155,7 @@ class Intake:
         applied = merge_overrides(spec, request.overrides)
         request_id = str(uuid.uuid4())
         owner = await self._parent_owner(request.parent, shard, dry_run=dry_run)
-        reservation = None if dry_run else self._reserve()
+        reservation = None if dry_run else self._reserve(shard)
         try:
             await self._persist(
                 algorithm, request_id, request, applied, workgroup_spec, shard, owner
@@ -233,12 +235,14 @@ class Intake:
             ) from None
         return parent_owner_reference(job)
 
-    def _reserve(self) -> Reservation[RunRef]:
+    def _reserve(self, shard: Shard) -> Reservation[RunRef]:
         try:
-            return self.queue.reserve_nowait()
+            return self.queues[shard.name].reserve_nowait()
         except QueueFull:
             raise IntakeError(
-                "The submission queue is full. Please retry later.", status=429, retry_after=1
+                f"The submission queue for cluster {shard.name} is full. Please retry later.",
+                status=429,
+                retry_after=1,
             ) from None
 
     async def _persist(

@@ -1,21 +1,29 @@
-"""The virtual queue: accepted runs waiting for Job submission, bounded, with a priority lane.
+"""The virtual queues: accepted runs waiting for Job submission, one bounded queue per shard.
 
 Input: references to runs already durable in the checkpoint store (BUFFERED).
-Output: the same references, to the submitter workers, priority lane first.
+Output: the same references, to that shard's submitter workers, priority lane first.
 
-Two lanes: runs recovered after a restart or delayed by throttling go to the priority lane and are
-taken before new runs ("delayed requests scheduled ahead of the queue"). A single trio memory
-channel cannot express a strict two-lane order, so the lanes are deques and a `trio.Semaphore`
-counts the items, which keeps trio's fairness and cancellation semantics for consumers.
+Two lanes per queue. The priority lane holds runs that are late through no fault of the client:
+runs recovered after a restart and runs whose submission was delayed by throttling or a
+transient API error. They are taken before new runs ("delayed requests scheduled ahead of the
+queue"), each no sooner than its `not_before` (its back-off). One queue per shard keeps a slow
+or throttled cluster from holding up the runs of the others.
+
+A trio memory channel cannot express a strict two-lane order with due times, so the lanes are a
+deque and a heap, and consumers park on a `trio.lowlevel.ParkingLot`, which keeps trio's
+fairness and cancellation semantics.
 
 Capacity is reserved *before* intake persists a run (`reserve_nowait`), so a full queue answers
 429 without having written anything, and an accepted run always has its place: nothing accepted
-is dropped for lack of room.
+is dropped for lack of room. The priority lane is never refused: its runs are already ours.
 """
 
 from __future__ import annotations
 
 import collections
+import heapq
+import itertools
+import math
 from typing import Generic, TypeVar
 
 import attrs
@@ -43,40 +51,52 @@ class VirtualQueue(Generic[T]):
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
         self._normal: collections.deque[tuple[float, T]] = collections.deque()
-        self._priority: collections.deque[tuple[float, T]] = collections.deque()
-        self._items = trio.Semaphore(0)
+        # (not_before, sequence, enqueued_at, item): the sequence keeps equal times FIFO
+        self._priority: list[tuple[float, int, float, T]] = []
+        self._sequence = itertools.count()
+        self._lot = trio.lowlevel.ParkingLot()
         self._reserved = 0
 
     def __len__(self) -> int:
         return len(self._normal) + len(self._priority)
 
     def reserve_nowait(self) -> Reservation[T]:
-        """Claim room for one item or raise QueueFull."""
-        if len(self) + self._reserved >= self.capacity:
+        """Claim room for one new item or raise QueueFull."""
+        if len(self._normal) + self._reserved >= self.capacity:
             raise QueueFull
         self._reserved += 1
         return Reservation(self)
 
-    def put_priority(self, item: T) -> None:
-        """Put a recovered or delayed run ahead of new ones. Never refused: it is already ours."""
-        self._priority.append((trio.current_time(), item))
-        self._items.release()
+    def put_priority(self, item: T, *, not_before: float = 0.0) -> None:
+        """Put a recovered or delayed run ahead of new ones, due at `not_before`
+        (`trio.current_time()` scale). Never refused."""
+        now = trio.current_time()
+        heapq.heappush(self._priority, (max(not_before, now), next(self._sequence), now, item))
+        self._lot.unpark()
 
     async def get(self) -> T:
-        await self._items.acquire()
-        lane = self._priority if self._priority else self._normal
-        return lane.popleft()[1]
+        """The next due item: the priority lane first, then new runs in arrival order."""
+        while True:
+            now = trio.current_time()
+            if self._priority and self._priority[0][0] <= now:
+                return heapq.heappop(self._priority)[3]
+            if self._normal:
+                return self._normal.popleft()[1]
+            wait = self._priority[0][0] - now if self._priority else math.inf
+            with trio.move_on_after(wait):
+                await self._lot.park()
 
     def _fill(self, item: T) -> None:
         self._reserved -= 1
         self._normal.append((trio.current_time(), item))
-        self._items.release()
+        self._lot.unpark()
 
     def _release(self) -> None:
         self._reserved -= 1
 
     def statistics(self) -> QueueStatistics:
-        heads = [lane[0][0] for lane in (self._normal, self._priority) if lane]
+        heads = [self._normal[0][0]] if self._normal else []
+        heads += [entry[2] for entry in self._priority]
         oldest = trio.current_time() - min(heads) if heads else 0.0
         return QueueStatistics(
             capacity=self.capacity,

@@ -21,11 +21,25 @@ logger = logging.getLogger(__name__)
 
 
 async def requeue_buffered(
-    *, store: CheckpointStore, host: str, queue: VirtualQueue[RunRef]
+    *, store: CheckpointStore, host: str, queues: dict[str, VirtualQueue[RunRef]]
 ) -> int:
-    runs = await store.by_host_and_stage(host=host, stage=Stage.BUFFERED)
-    for checkpoint in runs:
+    """Requeue this host's BUFFERED runs in their shard's priority lane; returns how many.
+
+    A run whose shard is no longer configured stays BUFFERED (and is logged): the
+    maintainer decides what becomes of it.
+    """
+    requeued = 0
+    for checkpoint in await store.by_host_and_stage(host=host, stage=Stage.BUFFERED):
+        entry = await store.get_submission(algorithm=checkpoint.algorithm, request_id=checkpoint.id)
+        queue = queues.get(entry.cluster) if entry is not None else None
+        if queue is None:
+            logger.warning(
+                "buffered run has no configured shard; leaving it",
+                extra={"request_id": checkpoint.id, "algorithm": checkpoint.algorithm},
+            )
+            continue
         queue.put_priority(RunRef(algorithm=checkpoint.algorithm, request_id=checkpoint.id))
-    if runs:
-        logger.info("requeued %d buffered runs of %s ahead of the queue", len(runs), host)
-    return len(runs)
+        requeued += 1
+    if requeued:
+        logger.info("requeued %d buffered runs of %s ahead of the queue", requeued, host)
+    return requeued

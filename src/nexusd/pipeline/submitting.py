@@ -1,14 +1,16 @@
 """Submitting: create each queued run's Job in its shard, throttled, and mark the run RUNNING.
 
-Input: `RunRef`s from the virtual queue (runs already BUFFERED with their Job manifest stored).
+Input: `RunRef`s from a shard's virtual queue (runs already BUFFERED with their Job manifest).
 Output: the Job exists in the run's shard and the run is RUNNING (with `job_uid`, `sent_at`).
 Transition: BUFFERED -> RUNNING, conditional: a run the receiver already finished (fast
 algorithms) or that was cancelled while queued keeps its stage; a Job created for a run cancelled
 meanwhile is deleted again.
-Failure: transient API errors (429, 5xx, connection errors) are retried with capped exponential
-back-off and jitter and never lose the run (a 429's Retry-After holds back the whole shard);
-permanent ones (400, 403, 422...) end the run SCHEDULING_FAILED with the API's message. A Job
-that already exists (AlreadyExists) counts as submitted.
+Failure: transient API errors (429, 5xx, connection errors, timeouts) put the run back in the
+queue's priority lane after a capped exponential back-off with jitter (no sooner than the
+server's Retry-After), so no worker sits idle on it and it goes ahead of new runs; a 429 also
+slows the whole shard down (kube/throttling.py). Permanent refusals (400, 403, 422...) end the
+run SCHEDULING_FAILED with the API's message. A Job that already exists (AlreadyExists) counts
+as submitted, so a run submitted twice (a restart, a peer's recovery) still gets one Job.
 """
 
 from __future__ import annotations
@@ -32,18 +34,14 @@ from nexusd.core.lifecycle import Stage
 from nexusd.kube.client import JOBS
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from nexusd.core.clock import Clock
     from nexusd.kube.shards import Shard
+    from nexusd.kube.throttling import ShardThrottle
     from nexusd.pipeline.intake import RunRef
     from nexusd.pipeline.queueing import VirtualQueue
-    from nexusd.pipeline.throttling import TokenBucket
     from nexusd.stores.checkpoints import CheckpointStore
 
 logger = logging.getLogger(__name__)
-
-STORE_RETRY_DELAY = 1.0  # seconds before a run whose store access failed is tried again
 
 #: Upstream supervisor's cause for a Job Kubernetes would not take (contract §7).
 LAUNCH_FAILED = (
@@ -63,9 +61,12 @@ class SubmitterStatistics:
 
 @attrs.define
 class Submitter:
+    """Submits the runs of one shard."""
+
     store: CheckpointStore
-    shards: Mapping[str, Shard]
-    throttles: Mapping[str, TokenBucket]
+    shard: Shard
+    throttle: ShardThrottle
+    queue: VirtualQueue[RunRef]
     clock: Clock
     retry_base_delay: float
     retry_max_delay: float
@@ -76,7 +77,7 @@ class Submitter:
     in_flight: int = 0
 
     async def submit(self, ref: RunRef) -> None:
-        """Create the run's Job (once) and record it; never raises for API failures."""
+        """Create the run's Job (once) and record it; API failures never raise from here."""
         key = {"algorithm": ref.algorithm, "request_id": ref.request_id}
         checkpoint = await self.store.get(**key)
         entry = await self.store.get_submission(**key)
@@ -86,13 +87,9 @@ class Submitter:
         if checkpoint.lifecycle_stage is not Stage.BUFFERED:
             logger.debug("run left BUFFERED while queued; not submitting", extra=key)
             return
-        shard = self.shards.get(entry.cluster)
-        if shard is None:
-            await self._fail(ref, f"cluster {entry.cluster!r} is not a shard of this scheduler")
-            return
         self.in_flight += 1
         try:
-            job = await self._create(ref, shard, entry.template)
+            job = await self._create(ref, entry.template)
         finally:
             self.in_flight -= 1
         if job is None:
@@ -104,46 +101,47 @@ class Submitter:
             changes={"job_uid": job["metadata"].get("uid", ""), "sent_at": self.clock.now()},
         )
         if not outcome.applied and outcome.checkpoint.lifecycle_stage is Stage.CANCELLED:
-            await self._delete(shard, ref)
+            await self._delete(ref)
 
-    async def _create(
-        self, ref: RunRef, shard: Shard, manifest: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        throttle = self.throttles[shard.name]
-        delay = self.retry_base_delay
-        while True:
-            await throttle.acquire()
-            try:
+    async def _create(self, ref: RunRef, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        shard = self.shard
+        try:
+            async with self.throttle.mutating():
                 job = await shard.client.create(JOBS, namespace=shard.namespace, body=manifest)
-            except KubeConflict:
-                self.already_existed += 1
-                try:
-                    return await shard.client.get(
-                        JOBS, namespace=shard.namespace, name=ref.request_id
-                    )
-                except (KubeNotFound, KubeUnavailable):
-                    # Gone again (TTL) or unreadable: it was created; the uid is a nicety.
-                    return {"metadata": {}}
-            except KubeRejected as exc:
-                self.rejected += 1
-                await self._fail(ref, str(exc))
-                return None
-            except KubeUnavailable as exc:
-                self.retries += 1
-                if exc.retry_after is not None:
-                    throttle.penalise(exc.retry_after)
-                pause = max(exc.retry_after or 0.0, random.uniform(delay / 2, delay))
-                logger.warning(
-                    "transient error creating Job, retrying in %.2fs: %s",
-                    pause,
-                    exc,
-                    extra={"request_id": ref.request_id},
-                )
-                await trio.sleep(pause)
-                delay = min(delay * 2, self.retry_max_delay)
-                continue
-            self.submitted += 1
-            return job
+        except KubeConflict:
+            self.already_existed += 1
+            self.throttle.succeeded()
+            try:
+                return await shard.client.get(JOBS, namespace=shard.namespace, name=ref.request_id)
+            except (KubeNotFound, KubeUnavailable):
+                # Gone again (TTL) or unreadable: it was created; the uid is a nicety.
+                return {"metadata": {}}
+        except KubeRejected as exc:
+            self.rejected += 1
+            await self._fail(ref, str(exc))
+            return None
+        except KubeUnavailable as exc:
+            self._retry_later(ref, exc)
+            return None
+        self.throttle.succeeded()
+        self.submitted += 1
+        return job
+
+    def _retry_later(self, ref: RunRef, exc: KubeUnavailable) -> None:
+        self.retries += 1
+        if exc.status == 429:
+            self.throttle.throttled()
+        ceiling = min(self.retry_max_delay, self.retry_base_delay * 2.0**ref.attempt)
+        pause = max(exc.retry_after or 0.0, random.uniform(ceiling / 2, ceiling))
+        logger.info(
+            "transient error creating Job (%s); retrying in %.2fs ahead of new runs",
+            exc,
+            pause,
+            extra={"request_id": ref.request_id},
+        )
+        self.queue.put_priority(
+            attrs.evolve(ref, attempt=ref.attempt + 1), not_before=trio.current_time() + pause
+        )
 
     async def _fail(self, ref: RunRef, details: str) -> None:
         await self.store.transition(
@@ -158,15 +156,16 @@ class Submitter:
         )
         logger.warning("run failed to launch: %s", details, extra={"request_id": ref.request_id})
 
-    async def _delete(self, shard: Shard, ref: RunRef) -> None:
+    async def _delete(self, ref: RunRef) -> None:
         with contextlib.suppress(KubeNotFound):
-            await shard.client.delete(
-                JOBS,
-                namespace=shard.namespace,
-                name=ref.request_id,
-                propagation_policy="Background",
-                grace_period_seconds=0,
-            )
+            async with self.throttle.mutating():
+                await self.shard.client.delete(
+                    JOBS,
+                    namespace=self.shard.namespace,
+                    name=ref.request_id,
+                    propagation_policy="Background",
+                    grace_period_seconds=0,
+                )
 
     def statistics(self) -> SubmitterStatistics:
         return SubmitterStatistics(
@@ -178,14 +177,18 @@ class Submitter:
         )
 
 
+#: Seconds before a run whose store access failed is tried again.
+STORE_RETRY_DELAY = 1.0
+
+
 async def run_submitter(
     *,
-    queue: VirtualQueue[RunRef],
     submitter: Submitter,
     workers: int,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    """Run `workers` submission workers on the queue until cancelled."""
+    """Run `workers` submission workers on the submitter's queue until cancelled."""
+    queue = submitter.queue
 
     async def work() -> NoReturn:
         while True:
@@ -195,10 +198,9 @@ async def run_submitter(
             except StoreError:
                 # The run is still BUFFERED in the store; keep it ahead of new work.
                 logger.exception("store failed while submitting; requeueing")
-                await trio.sleep(STORE_RETRY_DELAY)
-                queue.put_priority(ref)
+                queue.put_priority(ref, not_before=trio.current_time() + STORE_RETRY_DELAY)
 
-    logger.info("submitter started with %d workers", workers)
+    logger.info("submitter for shard %s started with %d workers", submitter.shard.name, workers)
     async with trio.open_nursery() as nursery:
         for _ in range(workers):
             nursery.start_soon(work)

@@ -1,0 +1,628 @@
+"""`PostgresCheckpointStore`: the shared checkpoint store for several schedulers (psycopg 3, sync).
+
+Open it with ``async with open_postgres_store(dsn=..., clock=...) as store`` or
+``store = await PostgresCheckpointStore.open(...)`` followed by ``await store.aclose()``.
+
+Flow of one call::
+
+    trio task --to_thread.run_sync(limiter = pool max_size)--> worker thread
+                                                               pool.connection() (autocommit)
+                                                               ONE write statement (+ a read)
+    trio task <----------------- result ----------------------
+
+psycopg's async API needs asyncio, so synchronous connections from a
+`psycopg_pool.ConnectionPool` run in trio worker threads; a `trio.CapacityLimiter` sized to the
+pool keeps threads from queueing for connections. Every write is ONE autocommitted statement:
+
+- `create`: ``WITH c AS (INSERT INTO checkpoints ...) INSERT INTO submission_buffer ...``, so the
+  run and its manifest are stored together or not at all; a duplicate key is `AlreadyExists`.
+- `transition`: ``UPDATE ... WHERE algorithm = %s AND id = %s AND lifecycle_stage = ANY(%s)
+  RETURNING ...``: a compare-and-set the server applies atomically under its row lock, also
+  across processes. Only when it matched no row does a second (read) statement tell "unknown
+  run" (`NotFound`) from "refused" (`applied=False` with the run as now committed).
+
+Cancellation (a trio cancel scope around any call):
+
+- not yet running (waiting for a thread or a connection): the statement is never sent.
+- running: the trio side sends a PostgreSQL cancel request (`Connection.cancel_safe`) and waits,
+  shielded, up to `CANCEL_GRACE_S` for the thread to finish. The connection is then closed
+  rather than reused, so a late cancel can never hit another caller's statement.
+
+  - If the server cancelled the statement, it was rolled back: the call raises `trio.Cancelled`
+    and NOTHING was written.
+  - If the statement had already finished (the cancel arrived too late), the write IS applied
+    and the call returns its result normally; the enclosing scope raises `Cancelled` at its next
+    checkpoint.
+
+  So a `Cancelled` out of a write means "not applied". The one exception: if the server does not
+  answer within `CANCEL_GRACE_S` (network partition), the call stops waiting and raises
+  `Cancelled` with the outcome unknown (counted in `statistics().abandoned`); re-read the run.
+
+Schema: `open` refuses a database whose schema is missing or older than this code, telling the
+operator to run ``nexusd store migrate`` (or ``nexusd store init`` on a new database); pass
+`migrate=True` (dev, tests) to migrate instead. `init_schema` and `migrate` are what the CLI calls.
+
+Errors: psycopg errors become `StoreError` (`AlreadyExists` for a duplicate run). Messages name
+host, port, database and user, never the password.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from contextlib import asynccontextmanager, suppress
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import attrs
+import outcome
+import psycopg
+import trio
+from psycopg import errors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from nexusd.core.errors import AlreadyExists, NexusdError, NotFound, StoreError
+from nexusd.core.lifecycle import Stage
+from nexusd.core.records import Checkpoint, SubmissionEntry, Transition
+from nexusd.stores.postgres_schema import (
+    COLUMN_LIST,
+    COLUMNS,
+    SCHEMA_VERSION,
+    apply_migrations,
+    current_version,
+    decode_checkpoint,
+    decode_submission,
+    encode_checkpoint,
+    encode_submission,
+    encode_value,
+)
+from nexusd.stores.validation import allowed_sources, check_changes, check_submission
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Collection
+
+    from nexusd.core.clock import Clock
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+#: Connections kept open while idle, and the most the pool opens (= concurrent statements).
+DEFAULT_MIN_SIZE = 2
+DEFAULT_MAX_SIZE = 16
+#: Seconds a call waits for a free connection before failing with StoreError.
+DEFAULT_POOL_TIMEOUT_S = 30.0
+#: Seconds to establish one connection.
+CONNECT_TIMEOUT_S = 10
+#: Seconds a cancelled call waits (shielded) for the server to stop the statement.
+CANCEL_GRACE_S = 10.0
+
+_INSERT_CHECKPOINT = (
+    f"INSERT INTO checkpoints ({COLUMN_LIST}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
+)
+# The run's key was just inserted into `checkpoints`, so a row here can only be a leftover.
+_CREATE_WITH_SUBMISSION = (
+    f"WITH created AS ({_INSERT_CHECKPOINT} RETURNING algorithm, id) "
+    "INSERT INTO submission_buffer (algorithm, id, cluster, template) "
+    "SELECT algorithm, id, %s, %s FROM created "
+    "ON CONFLICT (algorithm, id) DO UPDATE "
+    "SET cluster = EXCLUDED.cluster, template = EXCLUDED.template"
+)
+_SELECT_ONE = f"SELECT {COLUMN_LIST} FROM checkpoints WHERE algorithm = %s AND id = %s"
+
+
+@functools.lru_cache(maxsize=256)
+def _update_statement(names: tuple[str, ...]) -> str:
+    """The compare-and-set UPDATE setting `names` (the same text each time: server-prepared).
+
+    Names are `lifecycle_stage`, `last_modified` and `MUTABLE_FIELDS` members (checked by
+    `check_changes`), never caller text.
+    """
+    sets = ", ".join(f"{name} = %s" for name in names)
+    return (
+        f"UPDATE checkpoints SET {sets} WHERE algorithm = %s AND id = %s "
+        f"AND lifecycle_stage = ANY(%s) RETURNING {COLUMN_LIST}"
+    )
+
+
+# --- connection details without secrets ---------------------------------------------------
+
+
+def describe_dsn(dsn: str) -> str:
+    """`user@host:port/dbname` for messages: never the password (nor the DSN's other secrets)."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "<unparseable DSN, not shown>"
+    host = params.get("host") or params.get("hostaddr") or "<default host>"
+    port = params.get("port") or "5432"
+    dbname = params.get("dbname") or "<default database>"
+    user = params.get("user") or "<default user>"
+    return f"{user}@{host}:{port}/{dbname}"
+
+
+def _redacted(message: str, dsn: str) -> str:
+    """`message` with the DSN's password (if libpq ever echoed it) replaced by ***."""
+    try:
+        password = conninfo_to_dict(dsn).get("password")
+    except psycopg.Error:
+        return "the DSN could not be parsed (not shown: it may contain a password)"
+    if password:
+        message = message.replace(str(password), "***")
+    return message
+
+
+def _connection_error(dsn: str, exc: BaseException) -> StoreError:
+    reason = _redacted(str(exc).strip(), dsn)
+    return StoreError(f"cannot connect to PostgreSQL {describe_dsn(dsn)}: {reason}")
+
+
+def translate(exc: Exception, dsn: str) -> Exception:
+    """nexusd errors and bugs pass through; psycopg and pool errors become `StoreError`."""
+    if isinstance(exc, NexusdError) or not isinstance(exc, psycopg.Error | PoolTimeout):
+        return exc
+    if isinstance(exc, PoolTimeout):
+        error = StoreError(f"PostgreSQL {describe_dsn(dsn)}: no free connection: {exc}")
+    elif isinstance(exc, psycopg.OperationalError) and not isinstance(exc, errors.QueryCanceled):
+        error = _connection_error(dsn, exc)
+    else:
+        detail = _redacted(str(exc).strip(), dsn)
+        error = StoreError(f"PostgreSQL {describe_dsn(dsn)}: {type(exc).__name__}: {detail}")
+    error.__cause__ = exc
+    return error
+
+
+def _connect(dsn: str) -> Connection:
+    try:
+        return psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+    except psycopg.Error as exc:
+        raise _connection_error(dsn, exc) from None
+
+
+# --- schema: what `nexusd store init` / `nexusd store migrate` call -----------------------
+
+
+def _apply(dsn: str, *, only_if_empty: bool) -> tuple[int, int]:
+    with _connect(dsn) as connection:
+        try:
+            return apply_migrations(connection, only_if_empty=only_if_empty)
+        except psycopg.Error as exc:
+            raise translate(exc, dsn) from None
+
+
+async def init_schema(dsn: str) -> int:
+    """Create the schema if the database has none; return the schema version now in place.
+
+    A database that already has a schema (of any version) is left unchanged: use `migrate` to
+    upgrade it. Safe to run from several processes at once (advisory lock).
+    """
+    _, version = await trio.to_thread.run_sync(lambda: _apply(dsn, only_if_empty=True))
+    return version
+
+
+async def migrate(dsn: str) -> tuple[int, int]:
+    """Bring the schema up to this code's version; return (version before, version after).
+
+    Idempotent ((n, n) when up to date) and safe to run concurrently. Refuses (StoreError) a
+    schema newer than this code.
+    """
+    return await trio.to_thread.run_sync(lambda: _apply(dsn, only_if_empty=False))
+
+
+def _check_schema(dsn: str, *, auto_migrate: bool) -> None:
+    with _connect(dsn) as connection:
+        try:
+            found = current_version(connection)
+            if found < SCHEMA_VERSION and auto_migrate:
+                apply_migrations(connection, only_if_empty=False)
+                return
+        except psycopg.Error as exc:
+            raise translate(exc, dsn) from None
+    where = describe_dsn(dsn)
+    if found == 0:
+        raise StoreError(
+            f"PostgreSQL {where} has no nexusd schema: run `nexusd store init` "
+            "(or `nexusd store migrate`) first"
+        )
+    if found < SCHEMA_VERSION:
+        raise StoreError(
+            f"PostgreSQL {where} has schema version {found}, this nexusd needs "
+            f"{SCHEMA_VERSION}: run `nexusd store migrate`"
+        )
+    if found > SCHEMA_VERSION:
+        raise StoreError(
+            f"PostgreSQL {where} has schema version {found}, newer than this nexusd's "
+            f"({SCHEMA_VERSION}): upgrade nexusd"
+        )
+
+
+# --- one call, with its cancellation ------------------------------------------------------
+
+
+class _NotSent(Exception):
+    """The call was cancelled before its statement was sent."""
+
+
+class _Call(Generic[_T]):
+    """One store call: runs `fn(connection)` in a worker thread; can cancel it from trio.
+
+    `_lock` orders the thread taking/returning its connection against the trio side's cancel
+    request, so a cancel is only ever sent while this call owns the connection.
+    """
+
+    def __init__(self, fn: Callable[[Connection], _T], pool: ConnectionPool[Connection]):
+        self._fn = fn
+        self._pool = pool
+        self._token = trio.lowlevel.current_trio_token()
+        self._lock = threading.Lock()
+        self._cancel_requested = False
+        self._cancel_sent = False
+        self._started = False
+        self._connection: Connection | None = None
+        self.result: outcome.Outcome[_T] | None = None
+        self.finished = trio.Event()
+
+    # worker thread
+
+    def run(self) -> _T:
+        with self._lock:
+            self._started = not self._cancel_requested
+        if not self._started:
+            raise _NotSent
+        try:
+            self.result = outcome.capture(self._with_connection)
+        finally:
+            with suppress(trio.RunFinishedError):
+                self._token.run_sync_soon(self.finished.set)
+        return self.result.unwrap()
+
+    def _with_connection(self) -> _T:
+        with self._pool.connection() as connection:
+            with self._lock:
+                if self._cancel_requested:
+                    raise _NotSent
+                self._connection = connection
+            try:
+                return self._fn(connection)
+            finally:
+                with self._lock:
+                    self._connection = None
+                    if self._cancel_sent:
+                        connection.close()  # the pool replaces it; no stray cancel can follow
+
+    # trio side
+
+    def request_cancel(self) -> bool:
+        """Stop the call from starting; True if it already started (then send_cancel)."""
+        with self._lock:
+            self._cancel_requested = True
+            return self._started
+
+    def send_cancel(self) -> None:
+        """(In a thread.) Ask the server to cancel the running statement, if any."""
+        with self._lock:
+            if self._connection is None:
+                return
+            self._cancel_sent = True
+            try:
+                self._connection.cancel_safe(timeout=CANCEL_GRACE_S)
+            except psycopg.Error as exc:  # the statement may still run: the caller waits
+                logger.warning("could not cancel a PostgreSQL statement: %s", exc)
+
+
+@attrs.frozen
+class PostgresStatistics:
+    """A snapshot of the store's pool and counters (served by /readyz, printed by benchmarks)."""
+
+    #: connections open now (idle or in use), and the pool's bounds
+    pool_size: int
+    pool_min: int
+    pool_max: int
+    #: idle connections ready for a call
+    pool_available: int
+    #: calls waiting inside the pool for a connection (normally 0: the limiter queues them)
+    requests_waiting: int
+    #: calls running in a worker thread right now
+    in_flight: int
+    #: calls that reached an outcome (result or error)
+    operations: int
+    #: calls that failed with a StoreError other than AlreadyExists / NotFound
+    failures: int
+    #: calls cancelled by trio (statement never sent, or cancelled on the server)
+    cancelled: int
+    #: cancelled calls whose statement the server did not confirm stopped in CANCEL_GRACE_S
+    abandoned: int
+    #: whether the store accepts calls
+    open: bool
+
+
+class PostgresCheckpointStore:
+    """The `CheckpointStore` protocol on PostgreSQL. Build it with `open`."""
+
+    def __init__(self, *, clock: Clock, pool: ConnectionPool[Connection], dsn: str) -> None:
+        self._clock = clock
+        self._pool = pool
+        self._dsn = dsn
+        self._max_size = pool.max_size
+        self._limiter = trio.CapacityLimiter(pool.max_size)
+        self._counts_lock = threading.Lock()
+        self._operations = 0
+        self._failures = 0
+        self._cancelled = 0
+        self._abandoned = 0
+        self._closed = False
+        #: `user@host:port/dbname`, safe to log
+        self.where = describe_dsn(dsn)
+
+    @classmethod
+    async def open(
+        cls,
+        *,
+        dsn: str,
+        clock: Clock,
+        min_size: int = DEFAULT_MIN_SIZE,
+        max_size: int = DEFAULT_MAX_SIZE,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT_S,
+        migrate: bool = False,
+    ) -> PostgresCheckpointStore:
+        """Connect, check (or with `migrate=True`, bring up) the schema, and open the pool.
+
+        Raises StoreError naming host, port, database and user (never the password) when the
+        server cannot be reached or refuses the credentials, and when the schema is missing or
+        not this code's version ("run `nexusd store migrate`").
+        """
+        if not 0 <= min_size <= max_size or max_size < 1:
+            raise ValueError(
+                f"need 0 <= min_size <= max_size, max_size >= 1; got {min_size}, {max_size}"
+            )
+        await trio.to_thread.run_sync(lambda: _check_schema(dsn, auto_migrate=migrate))
+        pool: ConnectionPool[Connection] = ConnectionPool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+            timeout=pool_timeout,
+            name=f"nexusd:{describe_dsn(dsn)}",
+            open=False,
+        )
+        try:
+            await trio.to_thread.run_sync(
+                lambda: pool.open(wait=min_size > 0, timeout=pool_timeout)
+            )
+        except PoolTimeout as exc:
+            await trio.to_thread.run_sync(pool.close)
+            raise StoreError(
+                f"cannot open {min_size} connections to PostgreSQL {describe_dsn(dsn)} "
+                f"within {pool_timeout}s"
+            ) from exc
+        return cls(clock=clock, pool=pool, dsn=dsn)
+
+    async def aclose(self) -> None:
+        """Wait for running calls (shielded), then close every connection. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with trio.CancelScope(shield=True):
+            for _ in range(self._max_size):
+                await self._limiter.acquire_on_behalf_of(object())
+            await trio.to_thread.run_sync(self._pool.close)
+
+    async def __aenter__(self) -> PostgresCheckpointStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def statistics(self) -> PostgresStatistics:
+        pool = self._pool.get_stats()
+        with self._counts_lock:
+            return PostgresStatistics(
+                pool_size=pool.get("pool_size", 0),
+                pool_min=pool.get("pool_min", 0),
+                pool_max=pool.get("pool_max", 0),
+                pool_available=pool.get("pool_available", 0),
+                requests_waiting=pool.get("requests_waiting", 0),
+                in_flight=int(self._limiter.borrowed_tokens) if not self._closed else 0,
+                operations=self._operations,
+                failures=self._failures,
+                cancelled=self._cancelled,
+                abandoned=self._abandoned,
+                open=not self._closed,
+            )
+
+    # --- the call machinery --------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[Connection], _T]) -> _T:
+        """Run `fn(connection)` in a worker thread; see the module docstring on cancellation."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._closed:
+            raise StoreError(f"the PostgreSQL store {self.where} is closed")
+        call = _Call(fn, self._pool)
+        try:
+            result = await trio.to_thread.run_sync(
+                call.run, limiter=self._limiter, abandon_on_cancel=True
+            )
+        except trio.Cancelled as cancelled:
+            result = await self._settle_cancelled(call, cancelled)
+        except Exception as exc:
+            error = self._count_error(exc)
+            raise error from error.__cause__
+        self._count(operations=1)
+        return result
+
+    async def _settle_cancelled(self, call: _Call[_T], cancelled: trio.Cancelled) -> _T:
+        """The task was cancelled while `call` was pending or running: stop the statement."""
+        if not call.request_cancel():
+            self._count(cancelled=1)
+            raise cancelled
+        with trio.move_on_after(CANCEL_GRACE_S, shield=True) as waiting:
+            await trio.to_thread.run_sync(call.send_cancel)
+            await call.finished.wait()
+        if waiting.cancelled_caught or call.result is None:
+            self._count(cancelled=1, abandoned=1)
+            logger.warning(
+                "a cancelled PostgreSQL call on %s did not stop within %ss; its outcome is unknown",
+                self.where,
+                CANCEL_GRACE_S,
+            )
+            raise cancelled
+        if isinstance(call.result, outcome.Value):
+            self._count(operations=1)
+            applied: _T = call.result.unwrap()  # finished before the cancel landed
+            return applied
+        self._count(cancelled=1)
+        raise cancelled  # the statement failed or was cancelled: nothing applied
+
+    def _count_error(self, exc: Exception) -> Exception:
+        error = translate(exc, self._dsn)
+        failed = isinstance(error, StoreError) and not isinstance(error, AlreadyExists | NotFound)
+        self._count(operations=1, failures=int(failed))
+        return error
+
+    def _count(
+        self, *, operations: int = 0, failures: int = 0, cancelled: int = 0, abandoned: int = 0
+    ) -> None:
+        with self._counts_lock:
+            self._operations += operations
+            self._failures += failures
+            self._cancelled += cancelled
+            self._abandoned += abandoned
+
+    # --- writes --------------------------------------------------------------------------
+
+    async def create(self, *, checkpoint: Checkpoint, submission: SubmissionEntry | None) -> None:
+        check_submission(checkpoint, submission)
+        row = encode_checkpoint(checkpoint)
+        if submission is None:
+            statement, params = _INSERT_CHECKPOINT, row
+        else:
+            _, _, cluster, template = encode_submission(submission)
+            statement, params = _CREATE_WITH_SUBMISSION, (*row, cluster, template)
+
+        def insert(connection: Connection) -> None:
+            try:
+                connection.execute(statement, params)
+            except errors.UniqueViolation:
+                raise AlreadyExists(
+                    f"run {checkpoint.algorithm}/{checkpoint.id} already exists"
+                ) from None
+
+        await self._run(insert)
+
+    async def transition(
+        self,
+        *,
+        algorithm: str,
+        request_id: str,
+        to: Stage,
+        expected: Collection[Stage] | None = None,
+        changes: dict[str, Any] | None = None,
+    ) -> Transition:
+        fields = check_changes(changes)
+        sources = sorted(str(stage) for stage in allowed_sources(to, expected))
+        assignments = {"lifecycle_stage": str(Stage(to)), "last_modified": self._clock.now()}
+        assignments |= fields
+        update = _update_statement(tuple(assignments))
+        params = (
+            *(encode_value(name, value) for name, value in assignments.items()),
+            algorithm,
+            request_id,
+            sources,
+        )
+
+        def apply(connection: Connection) -> Transition:
+            if sources:
+                row = connection.execute(update, params).fetchone()
+                if row is not None:
+                    return Transition(applied=True, checkpoint=decode_checkpoint(row))
+            # A new statement, so a new snapshot: the run as committed now, after whichever
+            # concurrent write made the compare-and-set fail.
+            current = connection.execute(_SELECT_ONE, (algorithm, request_id)).fetchone()
+            if current is None:
+                raise NotFound(f"no run {algorithm}/{request_id}")
+            return Transition(applied=False, checkpoint=decode_checkpoint(current))
+
+        return await self._run(apply)
+
+    async def update_tag(self, *, algorithm: str, request_id: str, tag: str) -> Checkpoint | None:
+        update = (
+            "UPDATE checkpoints SET tag = %s, last_modified = %s "
+            f"WHERE algorithm = %s AND id = %s RETURNING {COLUMN_LIST}"
+        )
+        params = (tag, self._clock.now(), algorithm, request_id)
+
+        def apply(connection: Connection) -> Checkpoint | None:
+            row = connection.execute(update, params).fetchone()
+            return None if row is None else decode_checkpoint(row)
+
+        return await self._run(apply)
+
+    # --- reads ---------------------------------------------------------------------------
+
+    async def get(self, *, algorithm: str, request_id: str) -> Checkpoint | None:
+        rows = await self._select(_SELECT_ONE, (algorithm, request_id))
+        return decode_checkpoint(rows[0]) if rows else None
+
+    async def get_submission(self, *, algorithm: str, request_id: str) -> SubmissionEntry | None:
+        rows = await self._select(
+            "SELECT algorithm, id, cluster, template FROM submission_buffer "
+            "WHERE algorithm = %s AND id = %s",
+            (algorithm, request_id),
+        )
+        return decode_submission(rows[0]) if rows else None
+
+    async def by_tag(self, *, tag: str) -> list[Checkpoint]:
+        rows = await self._select(
+            f"SELECT {COLUMN_LIST} FROM checkpoints WHERE tag = %s "
+            "ORDER BY received_at, algorithm, id",
+            (tag,),
+        )
+        return [decode_checkpoint(row) for row in rows]
+
+    async def by_host_and_stage(self, *, host: str, stage: Stage) -> list[Checkpoint]:
+        rows = await self._select(
+            f"SELECT {COLUMN_LIST} FROM checkpoints "
+            "WHERE received_by_host = %s AND lifecycle_stage = %s "
+            "ORDER BY received_at, algorithm, id",
+            (host, str(Stage(stage))),
+        )
+        return [decode_checkpoint(row) for row in rows]
+
+    async def _select(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        def fetch(connection: Connection) -> list[tuple[Any, ...]]:
+            return connection.execute(query, params).fetchall()
+
+        return await self._run(fetch)
+
+
+@asynccontextmanager
+async def open_postgres_store(
+    *,
+    dsn: str,
+    clock: Clock,
+    min_size: int = DEFAULT_MIN_SIZE,
+    max_size: int = DEFAULT_MAX_SIZE,
+    pool_timeout: float = DEFAULT_POOL_TIMEOUT_S,
+    migrate: bool = False,
+) -> AsyncIterator[PostgresCheckpointStore]:
+    """`PostgresCheckpointStore.open` as an async context manager that always closes the store."""
+    store = await PostgresCheckpointStore.open(
+        dsn=dsn,
+        clock=clock,
+        min_size=min_size,
+        max_size=max_size,
+        pool_timeout=pool_timeout,
+        migrate=migrate,
+    )
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+if TYPE_CHECKING:
+    from nexusd.stores.checkpoints import CheckpointStore
+
+    def _conforms(store: PostgresCheckpointStore) -> CheckpointStore:
+        return store  # mypy checks the protocol here

@@ -1,0 +1,231 @@
+"""The PostgreSQL schema of the checkpoint store, its versioned migrations, and the row codec.
+
+Column names are upstream's `checkpoints` and `submission_buffer` columns (contract §4.1/4.2),
+plus `cluster` in `submission_buffer`, which upstream declares but never writes. Types, chosen
+for exact round trips and for use from `psql`:
+
+- `received_at`, `sent_at`, `last_modified`: `timestamptz` (microsecond precision, like the
+  records); read back as timezone-aware UTC whatever the session's TimeZone.
+- `applied_configuration`, `configuration_overrides`, `parent`, `template`: `json`, not `jsonb`.
+  `json` keeps the text exactly as written (key order, number spelling), so a record round-trips
+  like it does through SQLite's text columns, while PostgreSQL still rejects malformed JSON and
+  `col::jsonb` makes it queryable. `configuration_overrides` and `parent` are NULL when absent
+  (upstream writes `"{}"`, which cannot tell "none" from "empty").
+- `payload_valid_for`: `interval` (psycopg maps it to `timedelta` exactly).
+- `lifecycle_stage`: `text` holding upstream's exact strings, with a CHECK on the known stages.
+
+Migrations: `nexusd_schema_migrations(version, description, applied_at)` records every step
+applied. `MIGRATIONS[n]` takes a database from version n to n + 1 (version 1 is the initial
+schema). Every change runs in one transaction that first takes a transaction-level advisory
+lock (`pg_advisory_xact_lock(SCHEMA_LOCK_KEY)`), so nexusd processes starting together migrate
+once and the others see the result; DDL is transactional in PostgreSQL, so a failed step leaves
+the previous version intact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from psycopg.types.json import Json
+
+from nexusd.core.errors import StoreError
+from nexusd.core.lifecycle import Stage
+from nexusd.core.records import Checkpoint, ParentRef, SubmissionEntry
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import psycopg
+
+COLUMNS = (
+    "algorithm",
+    "id",
+    "lifecycle_stage",
+    "payload_uri",
+    "result_uri",
+    "algorithm_failure_cause",
+    "algorithm_failure_details",
+    "received_by_host",
+    "received_at",
+    "sent_at",
+    "applied_configuration",
+    "configuration_overrides",
+    "content_hash",
+    "last_modified",
+    "tag",
+    "api_version",
+    "job_uid",
+    "parent",
+    "payload_valid_for",
+)
+COLUMN_LIST = ", ".join(COLUMNS)
+VERSION_TABLE = "nexusd_schema_migrations"
+#: The advisory lock every schema change holds (any fixed bigint; this is b"nexusdsc").
+SCHEMA_LOCK_KEY = 0x6E65787573647363
+
+
+@attrs.frozen
+class Migration:
+    version: int
+    description: str
+    sql: str
+
+
+_STAGES = ", ".join(f"'{stage}'" for stage in Stage)
+
+_V1 = f"""
+CREATE TABLE checkpoints (
+    algorithm                 text NOT NULL,
+    id                        text NOT NULL,
+    lifecycle_stage           text NOT NULL CHECK (lifecycle_stage IN ({_STAGES})),
+    payload_uri               text NOT NULL DEFAULT '',
+    result_uri                text NOT NULL DEFAULT '',
+    algorithm_failure_cause   text NOT NULL DEFAULT '',
+    algorithm_failure_details text NOT NULL DEFAULT '',
+    received_by_host          text NOT NULL DEFAULT '',
+    received_at               timestamptz NOT NULL,
+    sent_at                   timestamptz,
+    applied_configuration     json NOT NULL DEFAULT '{{}}',
+    configuration_overrides   json,
+    content_hash              text NOT NULL DEFAULT '',
+    last_modified             timestamptz NOT NULL,
+    tag                       text NOT NULL DEFAULT '',
+    api_version               text NOT NULL DEFAULT '',
+    job_uid                   text NOT NULL DEFAULT '',
+    parent                    json,
+    payload_valid_for         interval NOT NULL,
+    PRIMARY KEY (algorithm, id)
+);
+CREATE INDEX checkpoints_tag ON checkpoints (tag);
+CREATE INDEX checkpoints_host_stage ON checkpoints (received_by_host, lifecycle_stage);
+CREATE INDEX checkpoints_stage_modified ON checkpoints (lifecycle_stage, last_modified);
+CREATE TABLE submission_buffer (
+    algorithm text NOT NULL,
+    id        text NOT NULL,
+    cluster   text NOT NULL,
+    template  json NOT NULL,
+    PRIMARY KEY (algorithm, id)
+);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(version=1, description="checkpoints and submission_buffer", sql=_V1),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_CREATE_VERSION_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (
+    version     integer PRIMARY KEY,
+    description text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+def current_version(connection: psycopg.Connection[Any]) -> int:
+    """The schema version of the connected database; 0 when nexusd never created its tables."""
+    row = connection.execute("SELECT to_regclass(%s) IS NOT NULL", (VERSION_TABLE,)).fetchone()
+    if row is None or not row[0]:
+        return 0
+    row = connection.execute(f"SELECT coalesce(max(version), 0) FROM {VERSION_TABLE}").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def apply_migrations(
+    connection: psycopg.Connection[Any], *, only_if_empty: bool
+) -> tuple[int, int]:
+    """Bring the schema to `SCHEMA_VERSION` under the advisory lock; return (from, to).
+
+    With `only_if_empty`, a database that already has a schema (of any version) is left as it
+    is (`nexusd store init`). A schema newer than this code is never touched: StoreError.
+    """
+    with connection.transaction():
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+        connection.execute(_CREATE_VERSION_TABLE)
+        found = current_version(connection)
+        if only_if_empty and found > 0:
+            return found, found
+        if found > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database schema is version {found}, newer than this nexusd's "
+                f"({SCHEMA_VERSION}); upgrade nexusd"
+            )
+        for step in MIGRATIONS[found:]:
+            connection.execute(step.sql.encode())  # several statements: simple query protocol
+            connection.execute(
+                f"INSERT INTO {VERSION_TABLE} (version, description) VALUES (%s, %s)",
+                (step.version, step.description),
+            )
+    return found, SCHEMA_VERSION
+
+
+# --- codec --------------------------------------------------------------------------------
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_value(name: str, value: Any) -> Any:
+    """One field of a `Checkpoint` as its query parameter."""
+    if value is None:
+        return None
+    if name in ("applied_configuration", "configuration_overrides"):
+        return Json(value, dumps=_dumps)
+    if name == "parent":
+        return Json(
+            {"requestId": value.request_id, "algorithmName": value.algorithm_name}, dumps=_dumps
+        )
+    if name in ("received_at", "sent_at", "last_modified", "payload_valid_for"):
+        return value  # datetime -> timestamptz, timedelta -> interval
+    return str(value)
+
+
+def encode_checkpoint(checkpoint: Checkpoint) -> tuple[Any, ...]:
+    return tuple(encode_value(name, getattr(checkpoint, name)) for name in COLUMNS)
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.astimezone(dt.UTC)
+
+
+def decode_checkpoint(row: Sequence[Any]) -> Checkpoint:
+    """A row of `SELECT COLUMN_LIST` (json columns already parsed by psycopg) as a record."""
+    values = dict(zip(COLUMNS, row, strict=True))
+    parent = values["parent"]
+    sent_at = values["sent_at"]
+    return Checkpoint(
+        algorithm=values["algorithm"],
+        id=values["id"],
+        lifecycle_stage=Stage(values["lifecycle_stage"]),
+        payload_uri=values["payload_uri"],
+        result_uri=values["result_uri"],
+        algorithm_failure_cause=values["algorithm_failure_cause"],
+        algorithm_failure_details=values["algorithm_failure_details"],
+        received_by_host=values["received_by_host"],
+        received_at=_utc(values["received_at"]),
+        sent_at=None if sent_at is None else _utc(sent_at),
+        applied_configuration=values["applied_configuration"],
+        configuration_overrides=values["configuration_overrides"],
+        content_hash=values["content_hash"],
+        last_modified=_utc(values["last_modified"]),
+        tag=values["tag"],
+        api_version=values["api_version"],
+        job_uid=values["job_uid"],
+        parent=None
+        if parent is None
+        else ParentRef(request_id=parent["requestId"], algorithm_name=parent["algorithmName"]),
+        payload_valid_for=values["payload_valid_for"],
+    )
+
+
+def encode_submission(entry: SubmissionEntry) -> tuple[str, str, str, Json]:
+    return (entry.algorithm, entry.id, entry.cluster, Json(entry.template, dumps=_dumps))
+
+
+def decode_submission(row: Sequence[Any]) -> SubmissionEntry:
+    algorithm, request_id, cluster, template = row
+    return SubmissionEntry(algorithm=algorithm, id=request_id, cluster=cluster, template=template)
