@@ -51,14 +51,19 @@ SCHEDULER_CALLS: frozenset[Call] = frozenset(
         ("delete", "batch", "jobs"),
     }
 )
-#: What `nexusd maintainer` (a later release) calls: the Job informer of
-#: pipeline/outcomes.py, Pod and Event reads (contract §7), Job garbage collection, and its own
-#: Events (optional).
+#: Every Kubernetes call `nexusd maintainer` makes, and where.
 MAINTAINER_CALLS: frozenset[Call] = frozenset(
     {
-        *((verb, "batch", "jobs") for verb in ("get", "list", "watch", "delete")),
-        *((verb, "", "pods") for verb in ("get", "list", "watch")),
-        *((verb, "", "events") for verb in ("get", "list", "watch", "create")),
+        # pipeline/observing.py informers (kube/watching.py: list, then watch)
+        *((verb, "batch", "jobs") for verb in ("list", "watch")),
+        *((verb, "", "pods") for verb in ("list", "watch")),
+        *((verb, "", "events") for verb in ("list", "watch")),
+        # pipeline/recovery.py resubmits lost runs through pipeline/submitting.py: create, and
+        # get after a 409
+        ("create", "batch", "jobs"),
+        ("get", "batch", "jobs"),
+        # pipeline/reconciling.py deletes failed Jobs; pipeline/collecting.py expired ones
+        ("delete", "batch", "jobs"),
     }
 )
 

@@ -2,7 +2,8 @@
 
     nexusd scheduler   public API v1, buffering, queue, throttled Job submission
     nexusd receiver    completion API for algorithm containers
-    nexusd dev         scheduler + receiver + embedded Kubernetes in one process
+    nexusd maintainer  reconciles runs with their Jobs, recovers lost runs, collects garbage
+    nexusd dev         scheduler + receiver + maintainer + embedded Kubernetes in one process
     nexusd store       create or migrate the checkpoint store's schema
 
 Exit codes: 0 after a clean stop, 1 when a mode fails at run time, 2 for bad settings or usage.
@@ -82,10 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
         "receiver", parents=[common], help="completion API for algorithm containers"
     )
     _add_flags(receiver, _HTTP_FLAGS)
+    maintainer = modes.add_parser(
+        "maintainer",
+        aliases=["supervisor"],
+        parents=[common],
+        help="reconcile runs with their Jobs, recover lost runs, collect garbage",
+    )
+    maintainer.add_argument(
+        "--once",
+        action="store_true",
+        help="one pass, then exit (0, or 1 if an action failed): for a CronJob or timer",
+    )
+    _add_flags(maintainer, _HTTP_FLAGS + _KUBE_FLAGS + _STORE_FLAGS[1:])
     dev = modes.add_parser(
         "dev",
         parents=[common],
-        help="scheduler + receiver + embedded Kubernetes in one process (no cluster needed)",
+        help="scheduler + receiver + maintainer + embedded Kubernetes in one process",
     )
     _add_flags(dev, _HTTP_FLAGS + _DEV_FLAGS)
     store = modes.add_parser(
@@ -126,13 +139,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nexusd: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(level=settings.logging.level, fmt=settings.logging.format, mode=args.mode)
-    from nexusd.modes import run_mode, store  # imported late: CLI errors stay fast
+    from nexusd.modes import maintainer, run_mode, store  # imported late: CLI errors stay fast
 
+    mode = "maintainer" if args.mode == "supervisor" else args.mode
     try:
-        if args.mode == "store":
+        if mode == "store":
             print(trio.run(store.run, settings, args.action))
+        elif mode == "maintainer" and args.once:
+            report = trio.run(maintainer.run_once, settings)
+            print(maintainer.describe(report))
+            return EXIT_FAILURE if report.errors else EXIT_OK
         else:
-            trio.run(run_mode, args.mode, settings)
+            trio.run(run_mode, mode, settings)
     except KeyboardInterrupt:
         return EXIT_OK
     except (NexusdError, BaseExceptionGroup) as exc:

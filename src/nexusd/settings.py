@@ -67,7 +67,14 @@ class HttpSettings:
 class NodeSettings:
     host_name: str = attrs.field(
         default="",
-        metadata=_doc("name recorded as received_by_host on each run; empty = the host name"),
+        metadata=_doc(
+            "this process's name: received_by_host of the runs it accepts, and its heartbeat; "
+            "empty = the host name (the pod name in Kubernetes)"
+        ),
+    )
+    heartbeat_interval: float = attrs.field(
+        default=10.0,
+        metadata=_doc("how often a scheduler or maintainer records that it is alive", "duration"),
     )
 
 
@@ -241,6 +248,60 @@ class SubmissionSettings:
 
 
 @attrs.frozen
+class MaintainerSettings:
+    interval: float = attrs.field(
+        default=30.0,
+        metadata=_doc(
+            "full reconcile pass over every non-terminal run (watches act sooner)", "duration"
+        ),
+    )
+    rules: Path | None = attrs.field(
+        default=None,
+        metadata=_doc(
+            "TOML classification table; empty = the built-in one (config/maintainer-rules.toml)",
+            "path",
+        ),
+    )
+    scheduler_timeout: float = attrs.field(
+        default=60.0,
+        metadata=_doc(
+            "a scheduler silent this long is dead: its BUFFERED runs are resubmitted",
+            "duration",
+        ),
+    )
+    buffered_timeout: float = attrs.field(
+        default=300.0,
+        metadata=_doc(
+            "a run BUFFERED this long is resubmitted even if its scheduler is alive", "duration"
+        ),
+    )
+    gc_interval: float = attrs.field(
+        default=300.0, metadata=_doc("garbage collection period", "duration")
+    )
+    once_timeout: float = attrs.field(
+        default=600.0,
+        metadata=_doc("longest a `maintainer --once` pass may take before it fails", "duration"),
+    )
+    checkpoint_retention: float = attrs.field(
+        default=30 * 24 * 3600.0,
+        metadata=_doc("finished runs are deleted this long after they ended", "duration"),
+    )
+    payload_retention: float = attrs.field(
+        default=7 * 24 * 3600.0,
+        metadata=_doc(
+            "payloads and results are deleted this long after they were written", "duration"
+        ),
+    )
+    job_ttl_slack: float = attrs.field(
+        default=60.0,
+        metadata=_doc(
+            "finished Jobs still present this long after their ttlSecondsAfterFinished are deleted",
+            "duration",
+        ),
+    )
+
+
+@attrs.frozen
 class ShutdownSettings:
     grace: float = attrs.field(
         default=10.0,
@@ -280,6 +341,7 @@ class Settings:
     s3: S3Settings = S3Settings()
     kube: KubeSettings = KubeSettings()
     submission: SubmissionSettings = SubmissionSettings()
+    maintainer: MaintainerSettings = MaintainerSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
     logging: LoggingSettings = LoggingSettings()
     dev: DevSettings = DevSettings()

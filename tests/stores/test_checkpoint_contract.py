@@ -1,7 +1,8 @@
 """The `CheckpointStore` contract, run against every implementation (see conftest `store`).
 
-Everything is real: the memory store, and the SQLite store on a file (writer thread, group
-commit, read pool). Only wall-clock time is fixed, through `ManualClock`.
+Everything is real: the memory store, the SQLite store on a file (writer thread, group commit,
+read pool) and the PostgreSQL store on a throwaway server. Only wall-clock time is fixed, through
+`ManualClock`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from nexusd.core.errors import AlreadyExists, NotFound
 from nexusd.core.lifecycle import TERMINAL, Stage, is_legal
 from nexusd.core.records import MUTABLE_FIELDS, Checkpoint, ParentRef, SubmissionEntry
+from nexusd.stores.checkpoints import StaleCursor
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -228,7 +230,9 @@ async def test_changes_are_limited_to_mutable_fields(
 ) -> None:
     run = make_run(Stage.BUFFERED)
     await store.create(checkpoint=run, submission=None)
-    for field in ("algorithm", "id", "received_at", "lifecycle_stage", "parent", "bogus"):
+    # received_by_host changes only through `claim`.
+    fixed = ("algorithm", "id", "received_at", "lifecycle_stage", "parent", "received_by_host")
+    for field in (*fixed, "bogus"):
         assert field not in MUTABLE_FIELDS
         with pytest.raises(ValueError, match=field):
             await store.transition(
@@ -351,6 +355,264 @@ async def test_returned_records_do_not_alias_the_store(
     again = await store.get(algorithm=run.algorithm, request_id=run.id)
     assert again is not None
     assert again.applied_configuration == full_run(clock).applied_configuration
+
+
+# --- heartbeats ---------------------------------------------------------------------------
+
+IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
+
+
+async def test_heartbeats_upsert_and_read_back_exactly(
+    store: CheckpointStore, clock: ManualClock
+) -> None:
+    assert await store.heartbeats() == {}
+    first = dt.datetime(2026, 3, 1, 17, 30, 0, 1, tzinfo=IST)  # 12:00:00.000001 UTC
+    await store.record_heartbeat(host="scheduler-0", at=first)
+    await store.record_heartbeat(host="scheduler-1", at=clock.now())
+    later = clock.now() + dt.timedelta(seconds=5, microseconds=999999)
+    await store.record_heartbeat(host="scheduler-0", at=later)
+
+    seen = await store.heartbeats()
+
+    assert seen == {"scheduler-0": later, "scheduler-1": clock.now()}
+    for value in seen.values():
+        assert value.tzinfo is not None
+        assert value.utcoffset() == dt.timedelta(0)
+    # Going back in time is an upsert like any other: the last write wins.
+    await store.record_heartbeat(host="scheduler-0", at=first)
+    assert (await store.heartbeats())["scheduler-0"] == first.astimezone(dt.UTC)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await store.record_heartbeat(host="scheduler-0", at=dt.datetime(2026, 1, 1))
+
+
+# --- stale scans ------------------------------------------------------------------------
+
+
+async def _create_all(store: CheckpointStore, runs: list[Checkpoint]) -> None:
+    for run in runs:
+        await store.create(checkpoint=run, submission=None)
+
+
+async def _all_pages(
+    store: CheckpointStore, *, stages: set[Stage], before: dt.datetime, limit: int
+) -> list[list[Checkpoint]]:
+    pages: list[list[Checkpoint]] = []
+    cursor: StaleCursor | None = None
+    while True:
+        page = await store.stale(stages=stages, modified_before=before, limit=limit, after=cursor)
+        pages.append(page)
+        if len(page) < limit:
+            return pages
+        cursor = StaleCursor.after(page[-1])
+
+
+async def test_stale_pages_in_order_across_equal_timestamps(
+    store: CheckpointStore, clock: ManualClock, make_run: MakeRun
+) -> None:
+    t0 = clock.now()
+    t1 = t0 + dt.timedelta(microseconds=1)
+    # Seven runs share t0: ties break on (algorithm, id) in code-point order ('B' < 'a').
+    tied = [
+        make_run(Stage.BUFFERED, algorithm=algorithm, id=run_id, last_modified=t0)
+        for algorithm in ("b-algo", "B-algo", "a-algo")
+        for run_id in ("r2", "r1")
+    ]
+    tied.append(make_run(Stage.RUNNING, algorithm="a-algo", id="r0", last_modified=t0))
+    later = make_run(Stage.RUNNING, algorithm="0-first", last_modified=t1)
+    earliest = make_run(Stage.BUFFERED, algorithm="z-algo", last_modified=t0 - dt.timedelta(1))
+    too_new = make_run(Stage.BUFFERED, last_modified=t1 + dt.timedelta(microseconds=1))
+    other_stages = [
+        make_run(stage, last_modified=t0)
+        for stage in Stage
+        if stage not in (Stage.BUFFERED, Stage.RUNNING)
+    ]
+    await _create_all(store, [*tied, later, earliest, too_new, *other_stages])
+    expected = [
+        earliest,
+        *sorted(tied, key=lambda cp: (cp.algorithm, cp.id)),
+        later,
+    ]
+
+    for limit in (1, 2, 3, len(expected), 100):
+        pages = await _all_pages(
+            store, stages={Stage.BUFFERED, Stage.RUNNING}, before=too_new.last_modified, limit=limit
+        )
+        assert [cp for page in pages for cp in page] == expected, limit
+        assert all(len(page) == limit for page in pages[:-1])
+
+    # The cutoff is exclusive.
+    cut = await store.stale(stages={Stage.BUFFERED, Stage.RUNNING}, modified_before=t1)
+    assert cut == expected[:-1]
+
+
+async def test_stale_never_returns_other_stages(
+    store: CheckpointStore, clock: ManualClock, make_run: MakeRun
+) -> None:
+    runs = {stage: make_run(stage) for stage in Stage}
+    await _create_all(store, list(runs.values()))
+    before = clock.now() + dt.timedelta(seconds=1)
+
+    for stage, run in runs.items():
+        assert await store.stale(stages=[stage], modified_before=before) == [run]
+    non_terminal = {Stage.NEW, Stage.BUFFERED, Stage.RUNNING}
+    found = await store.stale(stages=non_terminal, modified_before=before)
+    assert {cp.lifecycle_stage for cp in found} == non_terminal
+    assert await store.stale(stages=(), modified_before=before) == []
+    assert await store.stale(stages=list(Stage), modified_before=clock.now()) == []
+
+
+async def test_a_run_modified_during_a_scan_is_not_seen_twice(
+    store: CheckpointStore, clock: ManualClock, make_run: MakeRun
+) -> None:
+    runs = [make_run(Stage.BUFFERED) for _ in range(4)]
+    await _create_all(store, runs)
+    before = clock.now() + dt.timedelta(seconds=1)
+    first = await store.stale(stages={Stage.BUFFERED}, modified_before=before, limit=2)
+    assert first == runs[:2]
+    clock.advance(10)  # past the scan's cutoff
+    await store.update_tag(algorithm=runs[0].algorithm, request_id=runs[0].id, tag="seen")
+    await store.update_tag(algorithm=runs[3].algorithm, request_id=runs[3].id, tag="moved")
+
+    rest = await store.stale(
+        stages={Stage.BUFFERED}, modified_before=before, after=StaleCursor.after(first[-1])
+    )
+
+    assert rest == [runs[2]]
+
+
+async def test_stale_and_purge_refuse_bad_bounds(
+    store: CheckpointStore, clock: ManualClock
+) -> None:
+    for limit in (0, -1):
+        with pytest.raises(ValueError, match="limit"):
+            await store.stale(stages={Stage.NEW}, modified_before=clock.now(), limit=limit)
+        with pytest.raises(ValueError, match="limit"):
+            await store.purge(finished_before=clock.now(), limit=limit)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await store.stale(stages={Stage.NEW}, modified_before=dt.datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await store.purge(finished_before=dt.datetime(2026, 1, 1))
+
+
+# --- claims -----------------------------------------------------------------------------
+
+
+async def test_claim_moves_the_run_to_the_new_host(
+    store: CheckpointStore, clock: ManualClock, make_run: MakeRun
+) -> None:
+    run = make_run(Stage.BUFFERED, received_by_host="dead-scheduler")
+    await store.create(checkpoint=run, submission=None)
+    clock.advance(3.5)
+
+    claimed = await store.claim(
+        algorithm=run.algorithm, request_id=run.id, from_host="dead-scheduler", to_host="alive"
+    )
+
+    expected = attrs.evolve(run, received_by_host="alive", last_modified=clock.now())
+    assert claimed == expected
+    assert await store.get(algorithm=run.algorithm, request_id=run.id) == expected
+    assert await store.by_host_and_stage(host="alive", stage=Stage.BUFFERED) == [expected]
+    assert await store.by_host_and_stage(host="dead-scheduler", stage=Stage.BUFFERED) == []
+    again = await store.claim(
+        algorithm=run.algorithm, request_id=run.id, from_host="dead-scheduler", to_host="other"
+    )
+    assert again is None
+    assert await store.get(algorithm=run.algorithm, request_id=run.id) == expected
+
+
+async def test_concurrent_claims_apply_exactly_once(
+    store: CheckpointStore, make_run: MakeRun
+) -> None:
+    run = make_run(Stage.BUFFERED, received_by_host="dead-scheduler")
+    await store.create(checkpoint=run, submission=None)
+    winners: list[Checkpoint] = []
+
+    async def claim(index: int) -> None:
+        claimed = await store.claim(
+            algorithm=run.algorithm,
+            request_id=run.id,
+            from_host="dead-scheduler",
+            to_host=f"maintainer-{index}",
+        )
+        if claimed is not None:
+            winners.append(claimed)
+
+    async with trio.open_nursery() as nursery:
+        for index in range(20):
+            nursery.start_soon(claim, index)
+
+    assert len(winners) == 1
+    assert await store.get(algorithm=run.algorithm, request_id=run.id) == winners[0]
+
+
+@pytest.mark.parametrize("stage", [stage for stage in Stage if stage is not Stage.BUFFERED])
+async def test_claim_is_refused_outside_buffered(
+    store: CheckpointStore, make_run: MakeRun, stage: Stage
+) -> None:
+    run = make_run(stage)
+    await store.create(checkpoint=run, submission=None)
+    claimed = await store.claim(
+        algorithm=run.algorithm, request_id=run.id, from_host=run.received_by_host, to_host="x"
+    )
+    assert claimed is None
+    assert await store.get(algorithm=run.algorithm, request_id=run.id) == run
+
+
+async def test_claim_is_refused_once_the_run_left_buffered(
+    store: CheckpointStore, make_run: MakeRun
+) -> None:
+    run = make_run(Stage.BUFFERED)
+    await store.create(checkpoint=run, submission=None)
+    moved = await store.transition(algorithm=run.algorithm, request_id=run.id, to=Stage.RUNNING)
+    key: dict[str, Any] = {"algorithm": run.algorithm, "request_id": run.id}
+
+    assert await store.claim(**key, from_host=run.received_by_host, to_host="x") is None
+    assert await store.get(**key) == moved.checkpoint
+    assert (
+        await store.claim(algorithm="a", request_id="missing", from_host="h", to_host="x") is None
+    )
+    with pytest.raises(ValueError, match="must change the host"):
+        await store.claim(**key, from_host="same", to_host="same")
+
+
+# --- purge ------------------------------------------------------------------------------
+
+
+async def test_purge_deletes_only_old_terminal_runs_with_their_entries(
+    store: CheckpointStore, clock: ManualClock, make_run: MakeRun, make_submission: MakeSubmission
+) -> None:
+    old = clock.now() - dt.timedelta(days=30)
+    cutoff = clock.now() - dt.timedelta(days=7)
+    doomed = [
+        make_run(stage, last_modified=old + dt.timedelta(seconds=index))
+        for index, stage in enumerate(sorted(TERMINAL))
+    ]
+    kept = [
+        *(make_run(stage, last_modified=old) for stage in Stage if stage not in TERMINAL),
+        make_run(Stage.COMPLETED, last_modified=cutoff),  # the cutoff is exclusive
+        make_run(Stage.FAILED),
+    ]
+    for run in [*doomed, *kept]:
+        await store.create(checkpoint=run, submission=make_submission(run))
+
+    first = await store.purge(finished_before=cutoff, limit=2)
+    assert first == sorted((cp.algorithm, cp.id) for cp in doomed[:2])  # oldest first
+    rest = await store.purge(finished_before=cutoff, limit=100)
+    assert rest == sorted((cp.algorithm, cp.id) for cp in doomed[2:])
+    assert await store.purge(finished_before=cutoff) == []
+
+    for run in doomed:
+        assert await store.get(algorithm=run.algorithm, request_id=run.id) is None
+        assert await store.get_submission(algorithm=run.algorithm, request_id=run.id) is None
+    for run in kept:
+        assert await store.get(algorithm=run.algorithm, request_id=run.id) == run
+        assert await store.get_submission(algorithm=run.algorithm, request_id=run.id) is not None
+    assert await store.by_tag(tag="") == sorted(kept, key=lambda cp: cp.id)
+    # A purged key may be used again.
+    await store.create(checkpoint=doomed[0], submission=None)
+    assert (
+        await store.get_submission(algorithm=doomed[0].algorithm, request_id=doomed[0].id) is None
+    )
 
 
 # --- property: the store behaves like the transition table --------------------------------

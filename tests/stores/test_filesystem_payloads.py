@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
@@ -112,3 +113,72 @@ def test_urls_expire(payloads: FilesystemPayloadStore, clock: ManualClock) -> No
     clock.advance(301)
     with pytest.raises(SignatureError, match="expired"):
         payloads.verify(RESULT_PUT, result_path(ALGO, RUN), query)
+
+
+# --- garbage collection ----------------------------------------------------------------------
+
+
+async def test_delete_run_removes_payload_and_result_and_is_idempotent(
+    payloads: FilesystemPayloadStore,
+) -> None:
+    await payloads.put_payload(algorithm=ALGO, request_id=RUN, data=b"p")
+    await payloads.put_result(algorithm=ALGO, request_id=RUN, data=b"r")
+    await payloads.put_payload(algorithm=ALGO, request_id="other", data=b"keep")
+
+    await payloads.delete_run(algorithm=ALGO, request_id=RUN)
+
+    assert await payloads.get_payload(algorithm=ALGO, request_id=RUN) is None
+    assert not await payloads.has_result(algorithm=ALGO, request_id=RUN)
+    assert await payloads.get_payload(algorithm=ALGO, request_id="other") == b"keep"
+    await payloads.delete_run(algorithm=ALGO, request_id=RUN)  # already gone: fine
+    await payloads.delete_run(algorithm="never-seen", request_id=RUN)
+    with pytest.raises(ValueError, match="invalid"):
+        await payloads.delete_run(algorithm=ALGO, request_id="../escape")
+
+
+def _age(tmp_path: Path, kind: str, algorithm: str, request_id: str, when: dt.datetime) -> None:
+    path = tmp_path / "data" / kind / f"algorithm={algorithm}" / request_id
+    os.utime(path, (when.timestamp(), when.timestamp()))
+
+
+async def test_purge_older_than_deletes_by_mtime_and_respects_limit(
+    payloads: FilesystemPayloadStore, tmp_path: Path
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    cutoff = now - DAY
+    old = [
+        (kind, algorithm, f"old-{index}")
+        for index in range(3)
+        for kind, algorithm in (("payloads", ALGO), ("results", "other-algo"))
+    ]
+    new = [("payloads", ALGO, "new-0"), ("results", ALGO, "new-1")]
+    for kind, algorithm, request_id in [*old, *new]:
+        put = payloads.put_payload if kind == "payloads" else payloads.put_result
+        await put(algorithm=algorithm, request_id=request_id, data=b"x")
+    for index, (kind, algorithm, request_id) in enumerate(old):
+        _age(tmp_path, kind, algorithm, request_id, cutoff - dt.timedelta(seconds=index + 1))
+    _age(tmp_path, *new[0], cutoff)  # exactly at the cutoff: kept
+    stray = tmp_path / "data" / "payloads" / "not-an-algorithm-dir"
+    stray.write_bytes(b"left alone")
+    os.utime(stray, (0, 0))
+
+    assert await payloads.purge_older_than(before=cutoff, limit=4) == 4
+    assert await payloads.purge_older_than(before=cutoff, limit=4) == 2
+    assert await payloads.purge_older_than(before=cutoff) == 0
+
+    for kind, algorithm, request_id in old:
+        assert not (tmp_path / "data" / kind / f"algorithm={algorithm}" / request_id).exists()
+    assert await payloads.get_payload(algorithm=ALGO, request_id="new-0") == b"x"
+    assert await payloads.has_result(algorithm=ALGO, request_id="new-1")
+    assert stray.exists()
+
+
+async def test_purge_older_than_on_an_empty_store(
+    payloads: FilesystemPayloadStore, tmp_path: Path
+) -> None:
+    assert not (tmp_path / "data").exists()
+    assert await payloads.purge_older_than(before=dt.datetime.now(dt.UTC)) == 0
+    with pytest.raises(ValueError, match="limit"):
+        await payloads.purge_older_than(before=dt.datetime.now(dt.UTC), limit=0)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await payloads.purge_older_than(before=dt.datetime(2026, 1, 1))

@@ -24,7 +24,15 @@ from nexusd.stores.postgres import (
     migrate,
     open_postgres_store,
 )
-from nexusd.stores.postgres_schema import SCHEMA_VERSION, VERSION_TABLE
+from nexusd.stores.postgres_schema import (
+    COLUMN_LIST,
+    COLUMNS,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    VERSION_TABLE,
+    encode_checkpoint,
+    encode_submission,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -68,7 +76,12 @@ async def test_migrate_creates_a_missing_schema(postgres_dsn: str) -> None:
         postgres_dsn,
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename",
     )
-    assert tables == [("checkpoints",), (VERSION_TABLE,), ("submission_buffer",)]
+    assert tables == [
+        ("checkpoints",),
+        (VERSION_TABLE,),
+        ("scheduler_heartbeats",),
+        ("submission_buffer",),
+    ]
     indexes = {row[0] for row in query(postgres_dsn, "SELECT indexname FROM pg_indexes")}
     assert {"checkpoints_tag", "checkpoints_host_stage", "checkpoints_stage_modified"} <= indexes
 
@@ -125,6 +138,48 @@ async def test_open_refuses_an_older_or_newer_schema(postgres_dsn: str, clock: M
     query(postgres_dsn, f"INSERT INTO {VERSION_TABLE} (version, description) VALUES (0, 'x')")
     with pytest.raises(StoreError, match=r"run `nexusd store (init|migrate)`"):
         await PostgresCheckpointStore.open(dsn=postgres_dsn, clock=clock)
+
+
+async def test_a_version_1_database_migrates_to_2_and_keeps_its_rows(
+    postgres_dsn: str,
+    clock: ManualClock,
+    make_run: MakeRun,
+    make_submission: Callable[[Checkpoint], SubmissionEntry],
+) -> None:
+    """A database built by the first release is refused until `migrate`, then upgraded."""
+    run = make_run(Stage.BUFFERED, received_by_host="old-scheduler")
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        connection.execute(
+            f"CREATE TABLE {VERSION_TABLE} (version integer PRIMARY KEY, "
+            "description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        connection.execute(MIGRATIONS[0].sql.encode())
+        connection.execute(f"INSERT INTO {VERSION_TABLE} (version, description) VALUES (1, 'v1')")
+        marks = ", ".join(["%s"] * len(COLUMNS))
+        connection.execute(
+            f"INSERT INTO checkpoints ({COLUMN_LIST}) VALUES ({marks})", encode_checkpoint(run)
+        )
+        connection.execute(
+            "INSERT INTO submission_buffer VALUES (%s, %s, %s, %s)",
+            encode_submission(make_submission(run)),
+        )
+
+    with pytest.raises(StoreError, match=r"schema version 1, .* run `nexusd store migrate`"):
+        await PostgresCheckpointStore.open(dsn=postgres_dsn, clock=clock)
+    assert await init_schema(postgres_dsn) == 1  # init never upgrades
+    assert await migrate(postgres_dsn) == (1, 2)
+    assert await migrate(postgres_dsn) == (2, 2)
+    assert SCHEMA_VERSION == 2
+
+    async with open_postgres_store(dsn=postgres_dsn, clock=clock) as store:
+        assert await store.get(algorithm=run.algorithm, request_id=run.id) == run
+        assert await store.get_submission(
+            algorithm=run.algorithm, request_id=run.id
+        ) == make_submission(run)
+        await store.record_heartbeat(host="h", at=clock.now())
+        assert await store.heartbeats() == {"h": clock.now()}
+    versions = query(postgres_dsn, f"SELECT version, description FROM {VERSION_TABLE} ORDER BY 1")
+    assert versions == [(1, "v1"), (2, "scheduler_heartbeats")]
 
 
 # --- errors never show the password ---------------------------------------------------------
@@ -314,6 +369,40 @@ async def test_racing_transitions_across_two_pools_keep_a_legal_history(
             final = await two.get(algorithm=run.algorithm, request_id=run.id)
             assert final is not None
             assert final.lifecycle_stage is finished[0]
+
+
+async def test_claims_across_two_pools_apply_exactly_once(
+    postgres_dsn: str, clock: ManualClock, make_run: MakeRun
+) -> None:
+    """Two maintainers (two stores) race 20 claims each on every one of 10 dead runs."""
+    runs = [make_run(Stage.BUFFERED, received_by_host="dead") for _ in range(10)]
+    winners: dict[str, list[str]] = {run.id: [] for run in runs}
+    async with (
+        open_postgres_store(dsn=postgres_dsn, clock=clock, max_size=8, migrate=True) as one,
+        open_postgres_store(dsn=postgres_dsn, clock=clock, max_size=8) as two,
+    ):
+        for run in runs:
+            await one.create(checkpoint=run, submission=None)
+
+        async def claim(store: PostgresCheckpointStore, run: Checkpoint, host: str) -> None:
+            claimed = await store.claim(
+                algorithm=run.algorithm, request_id=run.id, from_host="dead", to_host=host
+            )
+            if claimed is not None:
+                assert claimed.received_by_host == host
+                winners[run.id].append(host)
+
+        async with trio.open_nursery() as nursery:
+            for run in runs:
+                for index in range(20):
+                    for name, store in (("one", one), ("two", two)):
+                        nursery.start_soon(claim, store, run, f"{name}-{index}")
+
+        for run in runs:
+            assert len(winners[run.id]) == 1, winners[run.id]
+            final = await two.get(algorithm=run.algorithm, request_id=run.id)
+            assert final is not None
+            assert final.received_by_host == winners[run.id][0]
 
 
 # --- statistics --------------------------------------------------------------------------------

@@ -470,3 +470,74 @@ async def test_streamed_payload_of_the_wrong_length_fails(
             algorithm=ALG, request_id="run-1", chunks=_chunks(b"x" * 100, 30), length=declared
         )
     assert await store.get_payload(algorithm=ALG, request_id="run-1") is None
+
+
+# --- garbage collection ------------------------------------------------------------------------
+
+
+async def test_delete_run_removes_payload_and_result_and_is_idempotent(
+    store: S3PayloadStore,
+) -> None:
+    await store.put_payload(algorithm=ALG, request_id="run-1", data=b"p")
+    await store.put_result(algorithm=ALG, request_id="run-1", data=b"r")
+    await store.put_payload(algorithm=ALG, request_id="run-2", data=b"keep")
+
+    await store.delete_run(algorithm=ALG, request_id="run-1")
+
+    assert await store.get_payload(algorithm=ALG, request_id="run-1") is None
+    assert not await store.has_result(algorithm=ALG, request_id="run-1")
+    assert await store.get_payload(algorithm=ALG, request_id="run-2") == b"keep"
+    await store.delete_run(algorithm=ALG, request_id="run-1")  # already gone: fine
+    await store.delete_run(algorithm="never-seen", request_id="run-9")
+
+
+async def _put_runs(store: S3PayloadStore, names: list[str]) -> None:
+    for name in names:
+        await store.put_payload(algorithm=ALG, request_id=name, data=b"p")
+        await store.put_result(algorithm="other-algo", request_id=name, data=b"r")
+
+
+async def test_purge_older_than_respects_the_cutoff_limit_and_prefix(
+    store: S3PayloadStore, settings: S3Settings
+) -> None:
+    names = [f"run-{index}" for index in range(3)]
+    await _put_runs(store, names)  # 6 objects: 3 payloads, 3 results
+    neighbour_settings = attrs.evolve(settings, prefix=settings.prefix.rstrip("/") + "-x/")
+    async with open_s3_store(neighbour_settings) as neighbour:
+        await neighbour.put_payload(algorithm=ALG, request_id="run-0", data=b"not ours")
+        now = dt.datetime.now(dt.UTC)
+        store._list_page = 2  # several ListObjectsV2 pages per tree
+
+        assert await store.purge_older_than(before=now - HOUR) == 0  # all younger than that
+        assert await store.purge_older_than(before=now + HOUR, limit=4) == 4
+        assert await store.purge_older_than(before=now + HOUR, limit=4) == 2
+        assert await store.purge_older_than(before=now + HOUR) == 0
+
+        for name in names:
+            assert await store.get_payload(algorithm=ALG, request_id=name) is None
+            assert not await store.has_result(algorithm="other-algo", request_id=name)
+        assert await neighbour.get_payload(algorithm=ALG, request_id="run-0") == b"not ours"
+
+
+async def test_purge_older_than_keeps_objects_written_after_the_cutoff(
+    store: S3PayloadStore,
+) -> None:
+    """S3's LastModified has (at best) millisecond precision: the cutoff is a whole second
+    between the old and the new writes, so truncation cannot move an object across it."""
+    await _put_runs(store, ["old-0", "old-1"])
+    cutoff = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=1)
+    await trio.sleep((cutoff - dt.datetime.now(dt.UTC)).total_seconds() + 0.05)
+    await _put_runs(store, ["new-0"])
+
+    assert await store.purge_older_than(before=cutoff) == 4
+
+    assert await store.get_payload(algorithm=ALG, request_id="old-0") is None
+    assert await store.get_payload(algorithm=ALG, request_id="new-0") == b"p"
+    assert await store.has_result(algorithm="other-algo", request_id="new-0")
+
+
+async def test_purge_older_than_validates_its_arguments(store: S3PayloadStore) -> None:
+    with pytest.raises(ValueError, match="limit"):
+        await store.purge_older_than(before=dt.datetime.now(dt.UTC), limit=0)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await store.purge_older_than(before=dt.datetime(2026, 1, 1))

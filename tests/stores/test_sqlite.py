@@ -20,6 +20,14 @@ import trio.testing
 from nexusd.core.errors import AlreadyExists, NotFound, StoreError
 from nexusd.core.lifecycle import Stage
 from nexusd.stores.sqlite import SqliteCheckpointStore, open_sqlite_store
+from nexusd.stores.sqlite_schema import (
+    COLUMN_LIST,
+    COLUMNS,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    encode_checkpoint,
+    encode_submission,
+)
 from nexusd.stores.sqlite_writer import WriterStatistics
 
 if TYPE_CHECKING:
@@ -193,7 +201,7 @@ async def test_database_is_in_wal_mode(sqlite_store: SqliteCheckpointStore) -> N
     connection = apsw.Connection(str(sqlite_store.path), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         assert connection.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
-        assert connection.execute("PRAGMA user_version").fetchall() == [(1,)]
+        assert connection.execute("PRAGMA user_version").fetchall() == [(SCHEMA_VERSION,)]
     finally:
         connection.close()
 
@@ -215,6 +223,65 @@ async def test_open_refuses_a_newer_schema(db_path: Path, clock: ManualClock) ->
     connection.close()
     with pytest.raises(StoreError, match="newer"):
         await SqliteCheckpointStore.open(path=db_path, clock=clock)
+
+
+async def test_a_version_1_database_upgrades_on_open_and_keeps_its_rows(
+    db_path: Path,
+    clock: ManualClock,
+    make_run: MakeRun,
+    make_submission: Callable[[Checkpoint], SubmissionEntry],
+) -> None:
+    """A file written by the first release (schema 1, no heartbeats table) is migrated on open."""
+    run = make_run(Stage.BUFFERED, received_by_host="old-scheduler")
+    connection = apsw.Connection(str(db_path))
+    connection.execute(MIGRATIONS[0])
+    connection.execute("PRAGMA user_version = 1")
+    marks = ", ".join("?" * len(COLUMNS))
+    connection.execute(
+        f"INSERT INTO checkpoints ({COLUMN_LIST}) VALUES ({marks})", encode_checkpoint(run)
+    )
+    connection.execute(
+        "INSERT INTO submission_buffer VALUES (?, ?, ?, ?)", encode_submission(make_submission(run))
+    )
+    connection.close()
+
+    async with open_sqlite_store(path=db_path, clock=clock) as store:
+        assert await store.get(algorithm=run.algorithm, request_id=run.id) == run
+        assert await store.get_submission(
+            algorithm=run.algorithm, request_id=run.id
+        ) == make_submission(run)
+        await store.record_heartbeat(host="h", at=clock.now())
+        assert await store.heartbeats() == {"h": clock.now()}
+
+    check = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        assert check.execute("PRAGMA user_version").fetchall() == [(SCHEMA_VERSION,)]
+        assert SCHEMA_VERSION == 2
+    finally:
+        check.close()
+
+
+async def test_stale_scans_use_the_stage_index(
+    sqlite_store: SqliteCheckpointStore, clock: ManualClock
+) -> None:
+    """The maintainer's scans must not read the whole table: EXPLAIN shows the index."""
+    plans = []
+    for sql in (
+        "SELECT id FROM checkpoints WHERE lifecycle_stage IN ('NEW', 'BUFFERED') "
+        "AND last_modified < 'x' AND last_modified >= 'a' "
+        "AND (last_modified, algorithm, id) > ('a', 'b', 'c') "
+        "ORDER BY last_modified, algorithm, id LIMIT 10",
+        "SELECT algorithm, id FROM checkpoints WHERE lifecycle_stage IN ('COMPLETED', 'FAILED') "
+        "AND last_modified < 'x' ORDER BY last_modified, algorithm, id LIMIT 10",
+    ):
+
+        def explain(connection: apsw.Connection, sql: str = sql) -> str:
+            rows = connection.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
+            return " | ".join(str(row[-1]) for row in rows)
+
+        plans.append(await sqlite_store._readers.run(explain))
+    for plan in plans:
+        assert "USING INDEX checkpoints_stage_modified" in plan, plan
 
 
 async def test_open_reports_an_unopenable_path(tmp_path: Path, clock: ManualClock) -> None:

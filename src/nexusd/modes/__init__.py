@@ -5,18 +5,31 @@ from __future__ import annotations
 
 import logging
 import signal
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from nexusd.modes import dev, receiver, scheduler
+from nexusd.modes import dev, maintainer, receiver, scheduler
 
 if TYPE_CHECKING:
     from nexusd.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-MODES = {"scheduler": scheduler.run, "receiver": receiver.run, "dev": dev.run}
+
+class Stoppable(Protocol):
+    async def stop(self, grace: float) -> None: ...
+
+
+Mode = Callable[..., Awaitable[None]]
+
+MODES: dict[str, Mode] = {
+    "scheduler": scheduler.run,
+    "receiver": receiver.run,
+    "maintainer": maintainer.run,
+    "dev": dev.run,
+}
 
 
 async def run_mode(name: str, settings: Settings) -> None:
@@ -24,7 +37,7 @@ async def run_mode(name: str, settings: Settings) -> None:
     work drains for at most `shutdown.grace` seconds, then everything is cancelled."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            stopper = await nursery.start(MODES[name], settings)
+            stopper: Stoppable = await nursery.start(MODES[name], settings)
             async for signum in signals:
                 logger.info("received %s, stopping", signal.Signals(signum).name)
                 await stopper.stop(settings.shutdown.grace)

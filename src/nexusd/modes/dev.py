@@ -1,4 +1,4 @@
-"""`nexusd dev`: scheduler + receiver + the embedded Kubernetes cluster in one process.
+"""`nexusd dev`: scheduler + receiver + maintainer + the embedded Kubernetes cluster in one process.
 
 No cluster, database or object store needed: SQLite and payload files live in the data
 directory, the embedded cluster runs each pod's command as a local process, and nexusd reaches
@@ -20,8 +20,8 @@ import trio
 from nexusd.devcluster import DevClusterConfig, run_dev_cluster
 from nexusd.kube.applying import apply, parse_documents, read_directory
 from nexusd.modes.building import external_url, open_foundation, open_shards
+from nexusd.modes.maintainer import start_maintenance
 from nexusd.modes.services import Running, start_services
-from nexusd.pipeline.outcomes import run_job_outcomes
 
 if TYPE_CHECKING:
     from nexusd.settings import Settings
@@ -90,11 +90,15 @@ async def run(
             running = await start_services(
                 nursery, foundation, shards=shards, scheduler=True, receiver=True
             )
-            await nursery.start(
-                lambda task_status: run_job_outcomes(
-                    store=foundation.store, shard=shard, task_status=task_status
-                )
+            maintainer = await start_maintenance(
+                nursery,
+                settings=settings,
+                clock=foundation.clock,
+                store=foundation.store,
+                payloads=foundation.payloads,
+                shards=shards,
             )
+            running.context.statistics["reconciler"] = maintainer.reconciler.statistics
             running.cluster = cluster
             print(banner(url, cluster.kubeconfig_path), file=sys.stderr, flush=True)
             task_status.started(running)

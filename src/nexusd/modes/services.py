@@ -21,6 +21,7 @@ from nexusd.kube.configuration import ConfigurationCache, run_configuration_cach
 from nexusd.kube.throttling import ShardThrottle
 from nexusd.pipeline.cancelling import Canceller
 from nexusd.pipeline.completing import Completer
+from nexusd.pipeline.heartbeats import run_heartbeat
 from nexusd.pipeline.intake import Intake
 from nexusd.pipeline.queueing import VirtualQueue
 from nexusd.pipeline.recovery import requeue_buffered
@@ -156,6 +157,15 @@ async def _start_scheduler(
             }
         )
     queues = {submitter.shard.name: submitter.queue for submitter in submitters}
+    await nursery.start(
+        functools.partial(
+            run_heartbeat,
+            store=store,
+            host=settings.host_name,
+            clock=clock,
+            interval=settings.node.heartbeat_interval,
+        )
+    )
     await requeue_buffered(store=store, host=settings.host_name, queues=queues)
     context.intake = Intake(
         store=store,

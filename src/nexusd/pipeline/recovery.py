@@ -1,19 +1,30 @@
-"""Recovery at start: runs this host accepted but never submitted go ahead of the queue.
+"""Recovery: runs accepted but not submitted are submitted, ahead of new ones, exactly once.
 
-Input: the checkpoint store, this scheduler's host name. Output: every BUFFERED run received by
-this host is put in the queue's priority lane. A run whose Job was in fact created before the
-restart is harmless: the submitter treats AlreadyExists as submitted.
+- At a scheduler's start (`requeue_buffered`): every BUFFERED run this host received goes to
+  its shard queue's priority lane.
+- In the maintainer (`LostRunRecovery`): the BUFFERED runs of schedulers whose heartbeat
+  stopped, and runs BUFFERED for too long, are claimed and resubmitted.
+A run whose Job was in fact created already is harmless: the submitter treats AlreadyExists
+as submitted.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import TYPE_CHECKING
 
+import attrs
+
 from nexusd.core.lifecycle import Stage
 from nexusd.pipeline.intake import RunRef
+from nexusd.stores.checkpoints import DEFAULT_PAGE, StaleCursor
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
+
+    from nexusd.core.clock import Clock
+    from nexusd.core.records import Checkpoint
     from nexusd.pipeline.queueing import VirtualQueue
     from nexusd.stores.checkpoints import CheckpointStore
 
@@ -43,3 +54,112 @@ async def requeue_buffered(
     if requeued:
         logger.info("requeued %d buffered runs of %s ahead of the queue", requeued, host)
     return requeued
+
+
+#: Upstream's words for a run its scheduler accepted but never buffered (contract §4.3).
+SUBMISSION_LOST = "Submission lost. Please resend the request."
+SUBMISSION_LOST_DETAILS = "Scheduler was interrupted before it could serialize the payload."
+
+
+@attrs.frozen
+class SweepReport:
+    dead_hosts: tuple[str, ...]
+    resubmitted: int
+    lost: int
+
+
+@attrs.define
+class LostRunRecovery:
+    """The maintainer's sweep for runs no live scheduler will submit.
+
+    - A scheduler whose heartbeat is older than `scheduler_timeout` is dead: its BUFFERED runs
+      are claimed (a compare-and-set of `received_by_host`, so exactly one maintainer wins
+      each run) and go to the claimer's submitters, ahead of their queues; its NEW runs (accepted,
+      never buffered) end SCHEDULING_FAILED with upstream's "Submission lost" message.
+    - A run BUFFERED for longer than `buffered_timeout` is claimed too, whoever holds it: its
+      scheduler is alive but did not get it out (a lost queue entry, a restart under another name).
+    A claimed run whose Job exists already is fine: the submitter counts AlreadyExists as
+    submitted, so no run ever gets two Jobs.
+    """
+
+    store: CheckpointStore
+    clock: Clock
+    host: str
+    queues: Mapping[str, VirtualQueue[RunRef]]
+    scheduler_timeout: float
+    buffered_timeout: float
+
+    async def sweep(self) -> SweepReport:
+        now = self.clock.now()
+        beats = await self.store.heartbeats()
+        dead = tuple(
+            sorted(
+                host
+                for host, seen in beats.items()
+                if host != self.host and (now - seen).total_seconds() > self.scheduler_timeout
+            )
+        )
+        candidates: dict[tuple[str, str], Checkpoint] = {}
+        lost = 0
+        for host in dead:
+            for checkpoint in await self.store.by_host_and_stage(host=host, stage=Stage.BUFFERED):
+                candidates[(checkpoint.algorithm, checkpoint.id)] = checkpoint
+            for checkpoint in await self.store.by_host_and_stage(host=host, stage=Stage.NEW):
+                lost += await self._fail_lost(checkpoint)
+        cutoff = now - dt.timedelta(seconds=self.buffered_timeout)
+        async for checkpoint in self._stale_buffered(cutoff):
+            candidates[(checkpoint.algorithm, checkpoint.id)] = checkpoint
+        resubmitted = 0
+        for checkpoint in candidates.values():
+            resubmitted += await self._claim(checkpoint)
+        if dead or resubmitted or lost:
+            logger.info(
+                "recovery: dead schedulers %s, %d runs resubmitted, %d lost",
+                ", ".join(dead) or "none",
+                resubmitted,
+                lost,
+            )
+        return SweepReport(dead_hosts=dead, resubmitted=resubmitted, lost=lost)
+
+    async def _stale_buffered(self, cutoff: dt.datetime) -> AsyncIterator[Checkpoint]:
+        cursor = None
+        while True:
+            page = await self.store.stale(
+                stages={Stage.BUFFERED}, modified_before=cutoff, after=cursor
+            )
+            for checkpoint in page:
+                yield checkpoint
+            if len(page) < DEFAULT_PAGE:
+                return
+            cursor = StaleCursor.after(page[-1])
+
+    async def _claim(self, checkpoint: Checkpoint) -> int:
+        entry = await self.store.get_submission(
+            algorithm=checkpoint.algorithm, request_id=checkpoint.id
+        )
+        queue = self.queues.get(entry.cluster) if entry is not None else None
+        if queue is None:
+            return 0  # a shard this maintainer does not know: another one may
+        claimed = await self.store.claim(
+            algorithm=checkpoint.algorithm,
+            request_id=checkpoint.id,
+            from_host=checkpoint.received_by_host,
+            to_host=self.host,
+        )
+        if claimed is None:
+            return 0
+        queue.put_priority(RunRef(algorithm=checkpoint.algorithm, request_id=checkpoint.id))
+        return 1
+
+    async def _fail_lost(self, checkpoint: Checkpoint) -> int:
+        outcome = await self.store.transition(
+            algorithm=checkpoint.algorithm,
+            request_id=checkpoint.id,
+            to=Stage.SCHEDULING_FAILED,
+            expected={Stage.NEW},
+            changes={
+                "algorithm_failure_cause": SUBMISSION_LOST,
+                "algorithm_failure_details": SUBMISSION_LOST_DETAILS,
+            },
+        )
+        return int(outcome.applied)

@@ -7,17 +7,57 @@ Semantics every implementation must keep (tests/stores/test_checkpoint_contract.
   stage is never left. It raises `NotFound` for an unknown run and reports `applied=False` with
   the current record otherwise. `last_modified` is set from the store's clock.
 - reads never block writers (SQLite WAL, PostgreSQL MVCC).
+
+What the maintainer needs (it keeps every accepted run moving to a terminal state):
+- scheduler heartbeats: `record_heartbeat` upserts `(host, last_seen)`; `heartbeats` reads them
+  all back (timezone-aware UTC, exact to the microsecond).
+- `stale` pages through runs in some stages not modified since a cutoff, oldest first, in the
+  total order `(last_modified, algorithm, id)`. A page is resumed with a `StaleCursor` taken
+  from the last run of the previous one, so runs sharing a timestamp are neither skipped nor
+  repeated. A run that changes between pages moves to a newer `last_modified` (the store's
+  clock), so it drops out of a scan whose cutoff is in the past instead of being seen twice.
+- `claim` is the only way `received_by_host` changes: a compare-and-set `from_host -> to_host`
+  that applies only while the run is BUFFERED. Of any number of concurrent claims on one run
+  (several maintainers, several processes) exactly one applies; that is how a dead scheduler's
+  run is resubmitted exactly once.
+- `purge` deletes terminal runs (and their submission entries) last modified before a cutoff,
+  a bounded batch at a time. A non-terminal run is never deleted.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
+import attrs
+
 if TYPE_CHECKING:
+    import datetime as dt
     from collections.abc import Collection
 
     from nexusd.core.lifecycle import Stage
     from nexusd.core.records import Checkpoint, SubmissionEntry, Transition
+
+#: Rows returned by one `stale` or `purge` call unless the caller asks for another bound.
+DEFAULT_PAGE = 1000
+
+
+@attrs.frozen
+class StaleCursor:
+    """Where a `stale` scan resumes: strictly after this `(last_modified, algorithm, id)`."""
+
+    last_modified: dt.datetime
+    algorithm: str
+    id: str
+
+    @classmethod
+    def after(cls, checkpoint: Checkpoint) -> StaleCursor:
+        """The cursor that resumes a scan after `checkpoint` (the last run of a page)."""
+        return cls(
+            last_modified=checkpoint.last_modified, algorithm=checkpoint.algorithm, id=checkpoint.id
+        )
+
+    def key(self) -> tuple[dt.datetime, str, str]:
+        return (self.last_modified, self.algorithm, self.id)
 
 
 class CheckpointStore(Protocol):
@@ -51,6 +91,53 @@ class CheckpointStore(Protocol):
 
     async def by_host_and_stage(self, *, host: str, stage: Stage) -> list[Checkpoint]:
         """Runs received by `host` now in `stage` (recovery of a scheduler's own runs)."""
+        ...
+
+    # --- what the maintainer uses -----------------------------------------------------------
+
+    async def record_heartbeat(self, *, host: str, at: dt.datetime) -> None:
+        """Upsert `host`'s last sign of life (`at`, timezone-aware; overwrites the previous)."""
+        ...
+
+    async def heartbeats(self) -> dict[str, dt.datetime]:
+        """Every host's last heartbeat, timezone-aware UTC."""
+        ...
+
+    async def stale(
+        self,
+        *,
+        stages: Collection[Stage],
+        modified_before: dt.datetime,
+        limit: int = DEFAULT_PAGE,
+        after: StaleCursor | None = None,
+    ) -> list[Checkpoint]:
+        """Up to `limit` runs in `stages` with `last_modified < modified_before`, strictly after
+        `after`, ordered by `(last_modified, algorithm, id)` ascending.
+
+        Page with ``after=StaleCursor.after(page[-1])`` until a page is shorter than `limit`.
+        No stages means no runs.
+        """
+        ...
+
+    async def claim(
+        self, *, algorithm: str, request_id: str, from_host: str, to_host: str
+    ) -> Checkpoint | None:
+        """Set `received_by_host` from `from_host` to `to_host` only while the run is BUFFERED
+        and still held by `from_host`; stamp `last_modified`. Return the claimed run, or None
+        when the claim did not apply (unknown run, another host claimed it first, or the run
+        left BUFFERED). `from_host == to_host` is refused with `ValueError`.
+        """
+        ...
+
+    async def purge(
+        self, *, finished_before: dt.datetime, limit: int = DEFAULT_PAGE
+    ) -> list[tuple[str, str]]:
+        """Delete up to `limit` terminal runs with `last_modified < finished_before`, oldest
+        first, together with their submission entries; return their `(algorithm, id)` sorted.
+
+        Never deletes a run in a non-terminal stage. Call again until it returns fewer than
+        `limit` keys.
+        """
         ...
 
     async def aclose(self) -> None: ...

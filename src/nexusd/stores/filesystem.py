@@ -30,15 +30,17 @@ import contextlib
 import os
 import re
 import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import trio
 
+from nexusd.stores.validation import check_aware, check_limit
+
 if TYPE_CHECKING:
     import datetime as dt
-    from collections.abc import Mapping
-    from pathlib import Path
+    from collections.abc import Iterator, Mapping
 
     from nexusd.stores.signing import UrlSigner
 
@@ -105,6 +107,20 @@ class FilesystemPayloadStore:
     async def has_result(self, *, algorithm: str, request_id: str) -> bool:
         return await trio.to_thread.run_sync(self._file("results", algorithm, request_id).is_file)
 
+    async def delete_run(self, *, algorithm: str, request_id: str) -> None:
+        paths = [self._file(kind, algorithm, request_id) for kind in ("payloads", "results")]
+        await trio.to_thread.run_sync(_unlink_all, paths)
+
+    async def purge_older_than(self, *, before: dt.datetime, limit: int = 1000) -> int:
+        """Delete up to `limit` files (mtime before `before`) under payloads/ and results/.
+
+        Leftover temporary files of interrupted writes count too: they are garbage of the
+        same age. Directories are kept (a concurrent write may be about to use one).
+        """
+        check_aware("before", before)
+        check_limit(limit)
+        return await trio.to_thread.run_sync(_purge, self._root, before.timestamp(), limit)
+
     async def aclose(self) -> None:
         await trio.lowlevel.checkpoint()
 
@@ -130,6 +146,46 @@ class FilesystemPayloadStore:
         check_name("algorithm", algorithm)
         check_name("request id", request_id)
         return self._root / kind / f"algorithm={algorithm}" / request_id
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def _purge(root: Path, cutoff: float, limit: int) -> int:
+    """Blocking: unlink up to `limit` files under root/{payloads,results}/algorithm=*/ older
+    than `cutoff` (POSIX seconds). Entries that vanish meanwhile are skipped."""
+    deleted = 0
+    for kind in ("payloads", "results"):
+        for directory in _scan(root / kind):
+            if not (
+                directory.name.startswith("algorithm=") and directory.is_dir(follow_symlinks=False)
+            ):
+                continue
+            for entry in _scan(Path(directory.path)):
+                try:
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                        continue
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    continue
+                deleted += 1
+                if deleted >= limit:
+                    return deleted
+    return deleted
+
+
+def _scan(directory: Path) -> Iterator[os.DirEntry[str]]:
+    """The entries of `directory`, lazily (a purge stops early), or none if it is missing."""
+    try:
+        entries = os.scandir(directory)
+    except FileNotFoundError:
+        return
+    with entries:
+        yield from entries
 
 
 def _read(path: Path) -> bytes | None:

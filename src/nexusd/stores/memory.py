@@ -13,6 +13,7 @@ a record's dict cannot change the stored run (the SQL stores behave the same way
 from __future__ import annotations
 
 import copy
+import datetime as dt
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,14 +21,23 @@ import attrs
 import trio
 
 from nexusd.core.errors import AlreadyExists, NotFound
-from nexusd.core.lifecycle import Stage
+from nexusd.core.lifecycle import TERMINAL, Stage
 from nexusd.core.records import Checkpoint, SubmissionEntry, Transition
-from nexusd.stores.validation import allowed_sources, check_changes, check_submission
+from nexusd.stores.checkpoints import DEFAULT_PAGE
+from nexusd.stores.validation import (
+    allowed_sources,
+    check_aware,
+    check_changes,
+    check_claim,
+    check_limit,
+    check_submission,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable
 
     from nexusd.core.clock import Clock
+    from nexusd.stores.checkpoints import StaleCursor
 
 _Key = tuple[str, str]
 _K = TypeVar("_K")
@@ -59,6 +69,7 @@ class MemoryCheckpointStore:
         self._submissions: dict[_Key, SubmissionEntry] = {}
         self._by_tag: defaultdict[str, set[_Key]] = defaultdict(set)
         self._by_host_stage: defaultdict[tuple[str, Stage], set[_Key]] = defaultdict(set)
+        self._heartbeats: dict[str, dt.datetime] = {}
 
     async def create(self, *, checkpoint: Checkpoint, submission: SubmissionEntry | None) -> None:
         await trio.lowlevel.checkpoint()
@@ -125,6 +136,82 @@ class MemoryCheckpointStore:
         keys = self._by_host_stage.get((host, Stage(stage)), ())
         return _ordered(self._runs[key] for key in keys)
 
+    # --- what the maintainer uses -----------------------------------------------------------
+
+    async def record_heartbeat(self, *, host: str, at: dt.datetime) -> None:
+        await trio.lowlevel.checkpoint()
+        check_aware("at", at)
+        self._heartbeats[host] = at.astimezone(dt.UTC)
+
+    async def heartbeats(self) -> dict[str, dt.datetime]:
+        await trio.lowlevel.checkpoint()
+        return dict(self._heartbeats)
+
+    async def stale(
+        self,
+        *,
+        stages: Collection[Stage],
+        modified_before: dt.datetime,
+        limit: int = DEFAULT_PAGE,
+        after: StaleCursor | None = None,
+    ) -> list[Checkpoint]:
+        """A scan of every run (the memory store has no ordered index; it serves tests)."""
+        await trio.lowlevel.checkpoint()
+        check_aware("modified_before", modified_before)
+        check_limit(limit)
+        if after is not None:
+            check_aware("after.last_modified", after.last_modified)
+        wanted = frozenset(Stage(stage) for stage in stages)
+        start = None if after is None else after.key()
+        found = sorted(
+            (
+                cp
+                for cp in self._runs.values()
+                if cp.lifecycle_stage in wanted
+                and cp.last_modified < modified_before
+                and (start is None or _order(cp) > start)
+            ),
+            key=_order,
+        )
+        return [_detached(cp) for cp in found[:limit]]
+
+    async def claim(
+        self, *, algorithm: str, request_id: str, from_host: str, to_host: str
+    ) -> Checkpoint | None:
+        await trio.lowlevel.checkpoint()
+        check_claim(from_host, to_host)
+        current = self._runs.get((algorithm, request_id))
+        if (
+            current is None
+            or current.lifecycle_stage is not Stage.BUFFERED
+            or current.received_by_host != from_host
+        ):
+            return None
+        claimed = attrs.evolve(current, received_by_host=to_host, last_modified=self._clock.now())
+        self._put(claimed, replacing=current)
+        return _detached(claimed)
+
+    async def purge(
+        self, *, finished_before: dt.datetime, limit: int = DEFAULT_PAGE
+    ) -> list[tuple[str, str]]:
+        await trio.lowlevel.checkpoint()
+        check_aware("finished_before", finished_before)
+        check_limit(limit)
+        doomed = sorted(
+            (
+                cp
+                for cp in self._runs.values()
+                if cp.lifecycle_stage in TERMINAL and cp.last_modified < finished_before
+            ),
+            key=_order,
+        )[:limit]
+        for checkpoint in doomed:
+            key = (checkpoint.algorithm, checkpoint.id)
+            self._unindex(checkpoint, key)
+            del self._runs[key]
+            self._submissions.pop(key, None)
+        return sorted((cp.algorithm, cp.id) for cp in doomed)
+
     async def aclose(self) -> None:
         await trio.lowlevel.checkpoint()
 
@@ -148,6 +235,11 @@ class MemoryCheckpointStore:
         _discard(
             self._by_host_stage, (checkpoint.received_by_host, checkpoint.lifecycle_stage), key
         )
+
+
+def _order(checkpoint: Checkpoint) -> tuple[dt.datetime, str, str]:
+    """The order of `stale` scans and `purge`: `(last_modified, algorithm, id)`."""
+    return (checkpoint.last_modified, checkpoint.algorithm, checkpoint.id)
 
 
 def _discard(index: defaultdict[_K, set[_Key]], index_key: _K, key: _Key) -> None:

@@ -34,4 +34,16 @@ class PayloadStore(Protocol):
 
     async def has_result(self, *, algorithm: str, request_id: str) -> bool: ...
 
+    async def delete_run(self, *, algorithm: str, request_id: str) -> None:
+        """Delete the run's payload and result; either or both missing is fine (idempotent)."""
+        ...
+
+    async def purge_older_than(self, *, before: dt.datetime, limit: int = 1000) -> int:
+        """Delete up to `limit` payload and result blobs last written before `before` (aware).
+
+        Returns how many were deleted. Not necessarily the oldest first: call again until it
+        returns less than `limit`. Garbage collection for runs whose checkpoints are gone.
+        """
+        ...
+
     async def aclose(self) -> None: ...

@@ -63,8 +63,9 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from nexusd.core.errors import AlreadyExists, NexusdError, NotFound, StoreError
-from nexusd.core.lifecycle import Stage
+from nexusd.core.lifecycle import TERMINAL, Stage
 from nexusd.core.records import Checkpoint, SubmissionEntry, Transition
+from nexusd.stores.checkpoints import DEFAULT_PAGE
 from nexusd.stores.postgres_schema import (
     COLUMN_LIST,
     COLUMNS,
@@ -73,16 +74,26 @@ from nexusd.stores.postgres_schema import (
     current_version,
     decode_checkpoint,
     decode_submission,
+    decode_time,
     encode_checkpoint,
     encode_submission,
     encode_value,
 )
-from nexusd.stores.validation import allowed_sources, check_changes, check_submission
+from nexusd.stores.validation import (
+    allowed_sources,
+    check_aware,
+    check_changes,
+    check_claim,
+    check_limit,
+    check_submission,
+)
 
 if TYPE_CHECKING:
+    import datetime as dt
     from collections.abc import AsyncIterator, Callable, Collection
 
     from nexusd.core.clock import Clock
+    from nexusd.stores.checkpoints import StaleCursor
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -110,6 +121,39 @@ _CREATE_WITH_SUBMISSION = (
     "SET cluster = EXCLUDED.cluster, template = EXCLUDED.template"
 )
 _SELECT_ONE = f"SELECT {COLUMN_LIST} FROM checkpoints WHERE algorithm = %s AND id = %s"
+_UPSERT_HEARTBEAT = (
+    "INSERT INTO scheduler_heartbeats (host, last_seen) VALUES (%s, %s) "
+    "ON CONFLICT (host) DO UPDATE SET last_seen = EXCLUDED.last_seen"
+)
+# A concurrent claim waits for the row lock, then re-checks the WHERE on the committed row
+# (READ COMMITTED): the host has changed, so it matches nothing. Exactly one claim applies.
+_CLAIM = (
+    "UPDATE checkpoints SET received_by_host = %s, last_modified = %s "
+    "WHERE algorithm = %s AND id = %s AND lifecycle_stage = %s AND received_by_host = %s "
+    f"RETURNING {COLUMN_LIST}"
+)
+# Keys compare in code-point order (COLLATE "C"), as in SQLite and Python, whatever the
+# database's collation: the cursor condition and the ORDER BY must agree.
+_STALE_ORDER = 'last_modified, algorithm COLLATE "C", id COLLATE "C"'
+_STALE = (
+    f"SELECT {COLUMN_LIST} FROM checkpoints "
+    "WHERE lifecycle_stage = ANY(%s) AND last_modified < %s {after}"
+    f"ORDER BY {_STALE_ORDER} LIMIT %s"
+)
+_STALE_AFTER = f"AND last_modified >= %s AND ({_STALE_ORDER}) > (%s, %s, %s) "
+# One statement: pick, delete the runs, delete their entries. Rows another transaction holds
+# (an update_tag) are skipped this round, not waited for.
+_PURGE = (
+    "WITH doomed AS (SELECT algorithm, id FROM checkpoints "
+    "WHERE lifecycle_stage = ANY(%s) AND last_modified < %s "
+    "ORDER BY last_modified LIMIT %s FOR UPDATE SKIP LOCKED), "
+    "gone AS (DELETE FROM checkpoints c USING doomed d "
+    "WHERE c.algorithm = d.algorithm AND c.id = d.id RETURNING c.algorithm, c.id), "
+    "entries AS (DELETE FROM submission_buffer s USING gone g "
+    "WHERE s.algorithm = g.algorithm AND s.id = g.id) "
+    "SELECT algorithm, id FROM gone"
+)
+_TERMINAL = sorted(str(stage) for stage in TERMINAL)
 
 
 @functools.lru_cache(maxsize=256)
@@ -558,7 +602,75 @@ class PostgresCheckpointStore:
 
         return await self._run(apply)
 
+    async def record_heartbeat(self, *, host: str, at: dt.datetime) -> None:
+        check_aware("at", at)
+
+        def upsert(connection: Connection) -> None:
+            connection.execute(_UPSERT_HEARTBEAT, (host, at))
+
+        await self._run(upsert)
+
+    async def claim(
+        self, *, algorithm: str, request_id: str, from_host: str, to_host: str
+    ) -> Checkpoint | None:
+        check_claim(from_host, to_host)
+        params = (
+            to_host,
+            self._clock.now(),
+            algorithm,
+            request_id,
+            str(Stage.BUFFERED),
+            from_host,
+        )
+
+        def apply(connection: Connection) -> Checkpoint | None:
+            row = connection.execute(_CLAIM, params).fetchone()
+            return None if row is None else decode_checkpoint(row)
+
+        return await self._run(apply)
+
+    async def purge(
+        self, *, finished_before: dt.datetime, limit: int = DEFAULT_PAGE
+    ) -> list[tuple[str, str]]:
+        check_aware("finished_before", finished_before)
+        params = (_TERMINAL, finished_before, check_limit(limit))
+
+        def delete(connection: Connection) -> list[tuple[str, str]]:
+            rows = connection.execute(_PURGE, params).fetchall()
+            return sorted((str(algorithm), str(id_)) for algorithm, id_ in rows)
+
+        return await self._run(delete)
+
     # --- reads ---------------------------------------------------------------------------
+
+    async def heartbeats(self) -> dict[str, dt.datetime]:
+        rows = await self._select("SELECT host, last_seen FROM scheduler_heartbeats", ())
+        return {host: decode_time(last_seen) for host, last_seen in rows}
+
+    async def stale(
+        self,
+        *,
+        stages: Collection[Stage],
+        modified_before: dt.datetime,
+        limit: int = DEFAULT_PAGE,
+        after: StaleCursor | None = None,
+    ) -> list[Checkpoint]:
+        check_aware("modified_before", modified_before)
+        check_limit(limit)
+        wanted = sorted({str(Stage(stage)) for stage in stages})
+        if not wanted:
+            return []
+        params: tuple[Any, ...]
+        if after is None:
+            query = _STALE.format(after="")
+            params = (wanted, modified_before, limit)
+        else:
+            check_aware("after.last_modified", after.last_modified)
+            query = _STALE.format(after=_STALE_AFTER)
+            start = after.last_modified
+            params = (wanted, modified_before, start, start, after.algorithm, after.id, limit)
+        rows = await self._select(query, params)
+        return [decode_checkpoint(row) for row in rows]
 
     async def get(self, *, algorithm: str, request_id: str) -> Checkpoint | None:
         rows = await self._select(_SELECT_ONE, (algorithm, request_id))

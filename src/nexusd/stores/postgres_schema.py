@@ -16,9 +16,10 @@ for exact round trips and for use from `psql`:
 
 Migrations: `nexusd_schema_migrations(version, description, applied_at)` records every step
 applied. `MIGRATIONS[n]` takes a database from version n to n + 1 (version 1 is the initial
-schema). Every change runs in one transaction that first takes a transaction-level advisory
-lock (`pg_advisory_xact_lock(SCHEMA_LOCK_KEY)`), so nexusd processes starting together migrate
-once and the others see the result; DDL is transactional in PostgreSQL, so a failed step leaves
+schema; version 2 adds `scheduler_heartbeats(host, last_seen)`). Every change runs in one
+transaction that first takes a transaction-level advisory lock
+(`pg_advisory_xact_lock(SCHEMA_LOCK_KEY)`), so nexusd processes starting together migrate once
+and the others see the result; DDL is transactional in PostgreSQL, so a failed step leaves
 the previous version intact.
 """
 
@@ -111,8 +112,18 @@ CREATE TABLE submission_buffer (
 );
 """
 
+# The maintainer's view of which schedulers are alive: one row per host, upserted.
+_V2 = """
+CREATE TABLE scheduler_heartbeats (
+    host      text PRIMARY KEY,
+    last_seen timestamptz NOT NULL
+);
+"""
+
+#: Never edit a released step (databases in the field were built by it); add a new one.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, description="checkpoints and submission_buffer", sql=_V1),
+    Migration(version=2, description="scheduler_heartbeats", sql=_V2),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -188,8 +199,12 @@ def encode_checkpoint(checkpoint: Checkpoint) -> tuple[Any, ...]:
     return tuple(encode_value(name, getattr(checkpoint, name)) for name in COLUMNS)
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
+def decode_time(value: dt.datetime) -> dt.datetime:
+    """A `timestamptz` as timezone-aware UTC, whatever the session's TimeZone."""
     return value.astimezone(dt.UTC)
+
+
+_utc = decode_time
 
 
 def decode_checkpoint(row: Sequence[Any]) -> Checkpoint:

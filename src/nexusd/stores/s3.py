@@ -45,6 +45,7 @@ The secret key never appears in an error message, a log line or the settings' re
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import logging
@@ -74,6 +75,14 @@ from minio.time import to_amz_date
 from nexusd.core.clock import SystemClock
 from nexusd.core.errors import StoreError
 from nexusd.stores.filesystem import check_name
+from nexusd.stores.s3_xml import (
+    MAX_DELETE_KEYS,
+    delete_body,
+    delete_errors,
+    list_query,
+    parse_list,
+)
+from nexusd.stores.validation import check_aware, check_limit
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, AsyncIterator
@@ -177,6 +186,8 @@ class S3PayloadStore:
         self._client = client
         self._clock = clock
         self._refresh_lock = trio.Lock()
+        #: keys per ListObjectsV2 page (S3's maximum; tests lower it to exercise paging)
+        self._list_page = MAX_DELETE_KEYS
         self._prefix = "/".join(filter(None, settings.prefix.split("/")))
         endpoint = urlsplit(settings.endpoint)
         self._scheme = endpoint.scheme
@@ -241,6 +252,35 @@ class S3PayloadStore:
             self._fail("HEAD", key, response)
         return True
 
+    async def delete_run(self, *, algorithm: str, request_id: str) -> None:
+        """DELETE the payload and the result; an object already gone is fine (S3 says 204)."""
+        for key in (
+            self.payload_key(algorithm, request_id),
+            self.result_key(algorithm, request_id),
+        ):
+            response = await self._send("DELETE", key)
+            if response.status_code not in (200, 204, 404):
+                self._fail("DELETE", key, response)
+
+    async def purge_older_than(self, *, before: dt.datetime, limit: int = 1000) -> int:
+        """Delete up to `limit` payloads and results whose LastModified is before `before`.
+
+        Lists the payload tree, then the result tree (ListObjectsV2, paginated), then deletes
+        what it picked with DeleteObjects, `MAX_DELETE_KEYS` at a time. Keys S3 reports as not
+        deleted are logged and not counted; the next pass retries them.
+        """
+        check_aware("before", before)
+        check_limit(limit)
+        doomed: list[str] = []
+        for tree in (self._tree(""), self._tree("results")):
+            doomed += await self._list_older(tree, before, limit - len(doomed))
+            if len(doomed) >= limit:
+                break
+        deleted = 0
+        for start in range(0, len(doomed), MAX_DELETE_KEYS):
+            deleted += await self._delete_objects(doomed[start : start + MAX_DELETE_KEYS])
+        return deleted
+
     async def check_bucket(self) -> None:
         """HEAD the bucket: raise `StoreError` naming endpoint and bucket if it cannot be used."""
         response = await self._send("HEAD", None)
@@ -294,6 +334,63 @@ class S3PayloadStore:
         check_name("algorithm", algorithm)
         check_name("request id", request_id)
         return "/".join(filter(None, (self._prefix, kind, f"algorithm={algorithm}", request_id)))
+
+    def _tree(self, kind: str) -> str:
+        """The key prefix of every payload (`kind` "") or every result (`kind` "results")."""
+        return "/".join(filter(None, (self._prefix, kind, "algorithm=")))
+
+    async def _list_older(self, prefix: str, before: dt.datetime, limit: int) -> list[str]:
+        """Up to `limit` keys under `prefix` last written before `before`, page by page."""
+        found: list[str] = []
+        token: str | None = None
+        while True:
+            query = list_query(prefix=prefix, token=token, max_keys=self._list_page)
+            response = await self._send("GET", None, query=query)
+            if response.status_code != 200:
+                self._fail("GET (ListObjectsV2)", prefix, response)
+            page = parse_list(response.content)
+            for listed in page.objects:
+                if listed.last_modified < before:
+                    found.append(listed.key)
+                    if len(found) >= limit:
+                        return found
+            if page.next_token is None:
+                return found
+            token = page.next_token
+
+    async def _delete_objects(self, keys: list[str]) -> int:
+        """One quiet DeleteObjects call; how many of `keys` are gone."""
+        body = delete_body(keys)
+        headers = {
+            # S3 requires an integrity header on DeleteObjects.
+            "Content-MD5": base64.b64encode(
+                hashlib.md5(body, usedforsecurity=False).digest()
+            ).decode(),
+            "Content-Type": "application/xml",
+        }
+        response = await self._send(
+            "POST",
+            None,
+            body,
+            _sha256(body),
+            length=len(body),
+            query="delete=",
+            extra_headers=headers,
+        )
+        if response.status_code != 200:
+            self._fail("POST (DeleteObjects)", keys[0], response)
+        errors = delete_errors(response.content)
+        if errors:
+            first = errors[0]
+            logger.warning(
+                "S3 did not delete %d of %d objects (first: %s: %s %s)",
+                len(errors),
+                len(keys),
+                first.key,
+                first.code,
+                first.message,
+            )
+        return len(keys) - len(errors)
 
     def _url(self, key: str | None) -> SplitResult:
         # SigV4 signs the URI-encoded path; '=' in ``algorithm=...`` must travel as %3D.
@@ -349,15 +446,22 @@ class S3PayloadStore:
         digest: str = _EMPTY_SHA256,
         *,
         length: int | None = None,
+        query: str = "",
+        extra_headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        """Send one SigV4-signed request; transport failures become `StoreError`."""
+        """Send one SigV4-signed request; transport failures become `StoreError`.
+
+        `query` must already be in SigV4 canonical form (sorted, percent-encoded): it is
+        signed and sent exactly as given.
+        """
         await self.ensure_fresh_credentials()
-        url = self._url(key)
+        url = self._url(key)._replace(query=query)
         date = self._clock.now()
         headers: dict[str, str] = {
             "Host": url.netloc,
             "x-amz-date": to_amz_date(date),
             "x-amz-content-sha256": digest,
+            **(extra_headers or {}),
         }
         if self._credentials.session_token:
             headers["X-Amz-Security-Token"] = self._credentials.session_token

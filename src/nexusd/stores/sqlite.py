@@ -6,8 +6,10 @@ Open it with ``async with open_sqlite_store(path=..., clock=...) as store`` or
 Writes go through one writer thread with group commit (`sqlite_writer`): many operations per
 transaction, one fsync per batch, no thread hop per write on the trio side. A transition is ONE
 conditional statement (``UPDATE ... WHERE ... AND lifecycle_stage IN (...) RETURNING``), so the
-compare-and-set is atomic even against other processes sharing the file. Reads run in trio
-worker threads on a small pool of read-only connections; with WAL they never wait for the
+compare-and-set is atomic even against other processes sharing the file; so is a `claim`
+(``UPDATE ... WHERE lifecycle_stage = 'BUFFERED' AND received_by_host = ?``). A `purge` is one
+writer operation (one savepoint): the runs and their submission entries go together. Reads run
+in trio worker threads on a small pool of read-only connections; with WAL they never wait for the
 writer and always see every commit that finished before they started.
 
 Durability (`synchronous`):
@@ -32,13 +34,15 @@ import apsw
 import trio
 
 from nexusd.core.errors import AlreadyExists, NotFound, StoreError
-from nexusd.core.lifecycle import Stage
+from nexusd.core.lifecycle import TERMINAL, Stage
 from nexusd.core.records import Checkpoint, SubmissionEntry, Transition
+from nexusd.stores.checkpoints import DEFAULT_PAGE
 from nexusd.stores.sqlite_schema import (
     COLUMN_LIST,
     COLUMNS,
     decode_checkpoint,
     decode_submission,
+    decode_time,
     encode_checkpoint,
     encode_submission,
     encode_time,
@@ -46,12 +50,21 @@ from nexusd.stores.sqlite_schema import (
     migrate,
 )
 from nexusd.stores.sqlite_writer import GroupCommitWriter, WriterStatistics, translate
-from nexusd.stores.validation import allowed_sources, check_changes, check_submission
+from nexusd.stores.validation import (
+    allowed_sources,
+    check_aware,
+    check_changes,
+    check_claim,
+    check_limit,
+    check_submission,
+)
 
 if TYPE_CHECKING:
+    import datetime as dt
     from collections.abc import AsyncIterator, Callable, Collection
 
     from nexusd.core.clock import Clock
+    from nexusd.stores.checkpoints import StaleCursor
 
 Synchronous = Literal["NORMAL", "FULL"]
 
@@ -72,6 +85,26 @@ _INSERT_SUBMISSION = (
     "VALUES (?, ?, ?, ?)"
 )
 _SELECT_ONE = f"SELECT {COLUMN_LIST} FROM checkpoints WHERE algorithm = ? AND id = ?"
+_UPSERT_HEARTBEAT = (
+    "INSERT INTO scheduler_heartbeats (host, last_seen) VALUES (?, ?) "
+    "ON CONFLICT (host) DO UPDATE SET last_seen = excluded.last_seen"
+)
+# The compare-and-set of a claim: one statement, so also atomic against other processes.
+_CLAIM = (
+    "UPDATE checkpoints SET received_by_host = ?, last_modified = ? "
+    "WHERE algorithm = ? AND id = ? AND lifecycle_stage = ? AND received_by_host = ? "
+    f"RETURNING {COLUMN_LIST}"
+)
+_TERMINAL = sorted(str(stage) for stage in TERMINAL)
+# Oldest first through the (lifecycle_stage, last_modified) index; the row-value IN deletes
+# exactly the rows the subquery picked.
+_PURGE = (
+    "DELETE FROM checkpoints WHERE (algorithm, id) IN ("
+    "SELECT algorithm, id FROM checkpoints "
+    f"WHERE lifecycle_stage IN ({', '.join('?' * len(_TERMINAL))}) AND last_modified < ? "
+    "ORDER BY last_modified, algorithm, id LIMIT ?) RETURNING algorithm, id"
+)
+_DELETE_SUBMISSION = "DELETE FROM submission_buffer WHERE algorithm = ? AND id = ?"
 
 
 def _open_writer(path: Path, synchronous: Synchronous) -> apsw.Connection:
@@ -270,7 +303,88 @@ class SqliteCheckpointStore:
         result: Checkpoint | None = await self._writer.run(apply)
         return result
 
+    async def record_heartbeat(self, *, host: str, at: dt.datetime) -> None:
+        check_aware("at", at)
+        bindings = (host, encode_time(at))
+
+        def upsert(connection: apsw.Connection) -> None:
+            connection.execute(_UPSERT_HEARTBEAT, bindings)
+
+        await self._writer.run(upsert)
+
+    async def claim(
+        self, *, algorithm: str, request_id: str, from_host: str, to_host: str
+    ) -> Checkpoint | None:
+        check_claim(from_host, to_host)
+        bindings = (
+            to_host,
+            encode_time(self._clock.now()),
+            algorithm,
+            request_id,
+            str(Stage.BUFFERED),
+            from_host,
+        )
+
+        def apply(connection: apsw.Connection) -> Checkpoint | None:
+            rows = connection.execute(_CLAIM, bindings).fetchall()
+            return decode_checkpoint(rows[0]) if rows else None
+
+        result: Checkpoint | None = await self._writer.run(apply)
+        return result
+
+    async def purge(
+        self, *, finished_before: dt.datetime, limit: int = DEFAULT_PAGE
+    ) -> list[tuple[str, str]]:
+        """One writer operation (one savepoint): the runs and their entries go together."""
+        check_aware("finished_before", finished_before)
+        bindings = (*_TERMINAL, encode_time(finished_before), check_limit(limit))
+
+        def delete(connection: apsw.Connection) -> list[tuple[str, str]]:
+            keys = [(str(a), str(i)) for a, i in connection.execute(_PURGE, bindings).fetchall()]
+            if keys:
+                connection.executemany(_DELETE_SUBMISSION, keys)
+            return sorted(keys)
+
+        result: list[tuple[str, str]] = await self._writer.run(delete)
+        return result
+
     # --- reads ---------------------------------------------------------------------------
+
+    async def heartbeats(self) -> dict[str, dt.datetime]:
+        rows = await self._select("SELECT host, last_seen FROM scheduler_heartbeats", ())
+        return {host: decode_time(last_seen) for host, last_seen in rows}
+
+    async def stale(
+        self,
+        *,
+        stages: Collection[Stage],
+        modified_before: dt.datetime,
+        limit: int = DEFAULT_PAGE,
+        after: StaleCursor | None = None,
+    ) -> list[Checkpoint]:
+        check_aware("modified_before", modified_before)
+        check_limit(limit)
+        wanted = sorted({str(Stage(stage)) for stage in stages})
+        if not wanted:
+            return []
+        conditions = [
+            f"lifecycle_stage IN ({', '.join('?' * len(wanted))})",
+            "last_modified < ?",
+        ]
+        bindings: list[Any] = [*wanted, encode_time(modified_before)]
+        if after is not None:
+            check_aware("after.last_modified", after.last_modified)
+            # The plain bound lets the index range start at the cursor; the row value breaks
+            # ties between runs modified in the same microsecond.
+            conditions += ["last_modified >= ?", "(last_modified, algorithm, id) > (?, ?, ?)"]
+            start = encode_time(after.last_modified)
+            bindings += [start, start, after.algorithm, after.id]
+        rows = await self._select(
+            f"SELECT {COLUMN_LIST} FROM checkpoints WHERE {' AND '.join(conditions)} "
+            "ORDER BY last_modified, algorithm, id LIMIT ?",
+            (*bindings, limit),
+        )
+        return [decode_checkpoint(row) for row in rows]
 
     async def get(self, *, algorithm: str, request_id: str) -> Checkpoint | None:
         rows = await self._select(_SELECT_ONE, (algorithm, request_id))

@@ -13,6 +13,7 @@ database reads like upstream's Cassandra tables. Encodings, chosen for exact rou
 - `parent`: upstream's JSON `{"requestId": ..., "algorithmName": ...}`, or NULL.
 - `payload_valid_for`: REAL seconds (exact to the microsecond below ~30 years).
 
+Versions: 1 = `checkpoints` + `submission_buffer`; 2 = `scheduler_heartbeats(host, last_seen)`.
 `PRAGMA user_version` is the schema version; `migrate` brings a database up to date, one step
 per version, and refuses a database written by a newer nexusd.
 """
@@ -90,8 +91,18 @@ CREATE TABLE submission_buffer (
 );
 """
 
-#: MIGRATIONS[n] takes a database from user_version n to n + 1.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# The maintainer's view of which schedulers are alive. WITHOUT ROWID: the host is the key, and
+# the table stays as small as the number of schedulers.
+_V2 = """
+CREATE TABLE scheduler_heartbeats (
+    host      TEXT NOT NULL PRIMARY KEY,
+    last_seen TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+#: MIGRATIONS[n] takes a database from user_version n to n + 1. Never edit a released step:
+#: databases in the field were built by it; add a new one.
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -71,3 +71,16 @@ def check_submission(checkpoint: Checkpoint, submission: SubmissionEntry | None)
             f"submission {submission.algorithm}/{submission.id} does not belong to run "
             f"{checkpoint.algorithm}/{checkpoint.id}"
         )
+
+
+def check_limit(limit: int) -> int:
+    """A page bound must be a positive int (0 would make a pager loop forever)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive integer, not {limit!r}")
+    return limit
+
+
+def check_claim(from_host: str, to_host: str) -> None:
+    """A claim must move the run to another host, or "exactly one claim applies" means nothing."""
+    if from_host == to_host:
+        raise ValueError(f"a claim must change the host; both are {from_host!r}")

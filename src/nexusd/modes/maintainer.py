@@ -1,0 +1,261 @@
+"""`nexusd maintainer` (alias `supervisor`): keeps every accepted run moving to a terminal state.
+
+Long-running, or `--once` for a CronJob / systemd timer: one reconcile + recovery + garbage
+collection pass, then exit 0 (1 if any action of the pass failed). Several maintainers may run
+at once: every write is a compare-and-set, and lost runs are claimed before they are
+resubmitted, so none is acted on twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import trio
+
+from nexusd.core.clock import SystemClock
+from nexusd.core.errors import NexusdError
+from nexusd.kube.client import EVENTS, JOBS, PODS
+from nexusd.kube.throttling import ShardThrottle
+from nexusd.kube.watching import run_informer
+from nexusd.modes.building import (
+    open_checkpoint_store,
+    open_foundation,
+    open_payload_store,
+    open_shards,
+)
+from nexusd.modes.services import Running, start_services
+from nexusd.pipeline.collecting import Collector
+from nexusd.pipeline.heartbeats import run_heartbeat
+from nexusd.pipeline.maintaining import Maintainer, PassReport
+from nexusd.pipeline.observing import RUN_SELECTOR, ClusterView, RunKey
+from nexusd.pipeline.queueing import VirtualQueue
+from nexusd.pipeline.reconciling import Reconciler
+from nexusd.pipeline.recovery import LostRunRecovery
+from nexusd.pipeline.rules import load_rules
+from nexusd.pipeline.submitting import Submitter, run_submitter
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from nexusd.core.clock import Clock
+    from nexusd.kube.shards import Shard
+    from nexusd.settings import Settings
+    from nexusd.stores.checkpoints import CheckpointStore
+    from nexusd.stores.payloads import PayloadStore
+
+logger = logging.getLogger(__name__)
+
+
+class _Changes:
+    """Runs to reconcile, each queued at most once until it is picked up; `later` queues one
+    again after a rule's grace period (a task per waiting run, sleeping in `nursery`)."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self.send, self.receive = trio.open_memory_channel[RunKey](math.inf)
+        self.pending: set[RunKey] = set()
+        self.waiting: set[RunKey] = set()
+        self._nursery = nursery
+
+    def __call__(self, key: RunKey) -> None:
+        if key not in self.pending:
+            self.pending.add(key)
+            self.send.send_nowait(key)
+
+    def later(self, key: RunKey, delay: float) -> None:
+        if key not in self.waiting:
+            self.waiting.add(key)
+            self._nursery.start_soon(self._after, key, delay)
+
+    async def _after(self, key: RunKey, delay: float) -> None:
+        await trio.sleep(delay)
+        self.waiting.discard(key)
+        self(key)
+
+
+async def start_maintenance(
+    nursery: trio.Nursery,
+    *,
+    settings: Settings,
+    clock: Clock,
+    store: CheckpointStore,
+    payloads: PayloadStore,
+    shards: dict[str, Shard],
+    watch: bool = True,
+) -> Maintainer:
+    """Start the maintainer's informers, submitters and heartbeat; `watch=False` for --once."""
+    changes = _Changes(nursery)
+    views = {name: ClusterView(shard=name, on_change=changes) for name in shards}
+    for name, shard in shards.items():
+        for resources, selector in (([JOBS, PODS], RUN_SELECTOR), ([EVENTS], None)):
+            await nursery.start(
+                functools.partial(
+                    run_informer,
+                    client=shard.client,
+                    resources=resources,
+                    namespace=shard.namespace,
+                    sink=views[name],
+                    label_selector=selector,
+                    resync_seconds=settings.maintainer.interval,
+                )
+            )
+        views[name].synced = True
+    submission = settings.submission
+    submitters = []
+    for shard in shards.values():
+        submitter = Submitter(
+            store=store,
+            shard=shard,
+            throttle=ShardThrottle(
+                rate=submission.rate,
+                burst=submission.burst,
+                max_in_flight=submission.max_in_flight,
+                decrease=submission.throttle_decrease,
+                increase=submission.throttle_recovery,
+            ),
+            queue=VirtualQueue(submission.queue_capacity),
+            clock=clock,
+            retry_base_delay=submission.retry_base_delay,
+            retry_max_delay=submission.retry_max_delay,
+        )
+        await nursery.start(
+            functools.partial(run_submitter, submitter=submitter, workers=submission.workers)
+        )
+        submitters.append(submitter)
+    throttles = {submitter.shard.name: submitter.throttle for submitter in submitters}
+    host = settings.host_name
+    await nursery.start(
+        functools.partial(
+            run_heartbeat,
+            store=store,
+            host=host,
+            clock=clock,
+            interval=settings.node.heartbeat_interval,
+        )
+    )
+    maintainer = Maintainer(
+        store=store,
+        reconciler=Reconciler(
+            store=store,
+            shards=shards,
+            throttles=throttles,
+            views=views,
+            rules=load_rules(settings.maintainer.rules),
+            clock=clock,
+            recheck=changes.later,
+        ),
+        recovery=LostRunRecovery(
+            store=store,
+            clock=clock,
+            host=host,
+            queues={submitter.shard.name: submitter.queue for submitter in submitters},
+            scheduler_timeout=settings.maintainer.scheduler_timeout,
+            buffered_timeout=settings.maintainer.buffered_timeout,
+        ),
+        collector=Collector(
+            store=store,
+            payloads=payloads,
+            shards=shards,
+            throttles=throttles,
+            views=views,
+            clock=clock,
+            checkpoint_retention=settings.maintainer.checkpoint_retention,
+            payload_retention=settings.maintainer.payload_retention,
+            job_ttl_slack=settings.maintainer.job_ttl_slack,
+        ),
+        submitters=submitters,
+        clock=clock,
+        interval=settings.maintainer.interval,
+        gc_interval=settings.maintainer.gc_interval,
+    )
+    if watch:
+        await nursery.start(
+            functools.partial(maintainer.run, changes=changes.receive, pending=changes.pending)
+        )
+    return maintainer
+
+
+@contextlib.asynccontextmanager
+async def _open(
+    settings: Settings,
+) -> AsyncIterator[tuple[Clock, CheckpointStore, PayloadStore, dict[str, Shard]]]:
+    clock = SystemClock()
+    async with (
+        open_checkpoint_store(settings, clock) as store,
+        # The maintainer serves no URLs; the filesystem store only needs a base for signing.
+        open_payload_store(settings, clock, base_url="http://maintainer.invalid") as payloads,
+        open_shards(settings) as shards,
+    ):
+        yield clock, store, payloads, shards
+
+
+async def run(
+    settings: Settings, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The long-running maintainer, with /healthz and /readyz (its counters) for probes."""
+    async with (
+        open_foundation(settings) as foundation,
+        open_shards(settings) as shards,
+        trio.open_nursery() as nursery,
+    ):
+        maintainer = await start_maintenance(
+            nursery,
+            settings=settings,
+            clock=foundation.clock,
+            store=foundation.store,
+            payloads=foundation.payloads,
+            shards=shards,
+        )
+        running = await start_services(
+            nursery, foundation, shards={}, scheduler=False, receiver=False
+        )
+        running.context.statistics.update(maintainer.statistics())
+        task_status.started(running)
+
+
+async def run_once(settings: Settings) -> PassReport:
+    """One full pass, for `nexusd maintainer --once`, within `maintainer.once_timeout`."""
+    with trio.move_on_after(settings.maintainer.once_timeout) as deadline:
+        report = await _pass(settings)
+    if deadline.cancelled_caught:
+        raise NexusdError(
+            f"the maintainer pass did not finish within {settings.maintainer.once_timeout:g}s "
+            "(maintainer.once_timeout); is every cluster and the store reachable?"
+        )
+    return report
+
+
+async def _pass(settings: Settings) -> PassReport:
+    async with _open(settings) as (clock, store, payloads, shards), trio.open_nursery() as nursery:
+        maintainer = await start_maintenance(
+            nursery,
+            settings=settings,
+            clock=clock,
+            store=store,
+            payloads=payloads,
+            shards=shards,
+            watch=False,
+        )
+        report = await maintainer.once(drain_timeout=settings.shutdown.grace)
+        nursery.cancel_scope.cancel()
+    return report
+
+
+def describe(report: PassReport) -> str:
+    """What `--once` prints."""
+    collection = report.collection
+    collected = (
+        f"{collection.jobs} finished Jobs, {collection.checkpoints} old runs, "
+        f"{collection.blobs} old blobs"
+        if collection is not None
+        else "nothing"
+    )
+    return (
+        f"reconciled {report.reconciled} runs; dead schedulers: "
+        f"{', '.join(report.sweep.dead_hosts) or 'none'}; resubmitted "
+        f"{report.sweep.resubmitted}, lost {report.sweep.lost}; collected {collected}; "
+        f"{report.errors} errors"
+    )
