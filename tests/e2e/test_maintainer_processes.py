@@ -17,42 +17,16 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import trio
 
-from nexusd.devcluster import ANNOTATION_EXIT_CODE, DevCluster, DevClusterConfig, run_dev_cluster
-from nexusd.kube.applying import apply, parse_documents
+from nexusd.devcluster import ANNOTATION_EXIT_CODE
 from nexusd.kube.client import JOBS, KubeClient
-from nexusd.kube.credentials import load_credentials
 from nexusd.kube.watching import run_informer
-from nexusd.modes.dev import crd_directory
 from tests.conftest import template, wait_for_stage
 from tests.e2e.test_shared_stores import JobsSeen
+from tests.servers.clusters import WORKGROUP, start_cluster
 from tests.servers.nexusd import nexusd_process
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-WORKGROUP = {
-    "apiVersion": "science.sneaksanddata.com/v1",
-    "kind": "NexusAlgorithmWorkgroup",
-    "metadata": {"name": "default"},
-    "spec": {"description": "embedded cluster", "cluster": "dev"},
-}
-
-
-async def cluster_with(
-    nursery: trio.Nursery, tmp_path: Path, *templates: dict[str, Any]
-) -> tuple[DevCluster, KubeClient]:
-    cluster: DevCluster = await nursery.start(
-        functools.partial(run_dev_cluster, config=DevClusterConfig(state_dir=tmp_path / "c"))
-    )
-    kube = KubeClient(credentials=load_credentials(cluster.kubeconfig_path))
-    crds = [
-        document
-        for path in sorted(crd_directory().glob("*.yaml"))
-        for document in parse_documents(path.read_text(), source=str(path))
-    ]
-    for document in [*crds, WORKGROUP, *templates]:
-        await apply(kube, document, namespace="nexus")
-    return cluster, kube
 
 
 async def report_every_job(
@@ -79,7 +53,7 @@ async def report_every_job(
 async def test_a_killed_schedulers_runs_all_finish_none_twice(
     nursery: trio.Nursery, tmp_path: Path, postgres_dsn: str
 ) -> None:
-    cluster, kube = await cluster_with(nursery, tmp_path, template("work"))
+    cluster, kube = await start_cluster(nursery, tmp_path / "c", WORKGROUP, template("work"))
     env = {
         "NEXUS__STORE__KIND": "postgres",
         "NEXUS__POSTGRES__DSN": postgres_dsn,
@@ -144,7 +118,7 @@ async def test_once_does_one_pass_and_says_how_it_went(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     failing = template("failing", annotations={ANNOTATION_EXIT_CODE: "3"})
-    cluster, kube = await cluster_with(nursery, tmp_path, failing)
+    cluster, kube = await start_cluster(nursery, tmp_path / "c", WORKGROUP, failing)
     env = {
         "NEXUS__DATA__DIR": str(tmp_path / "data"),
         "NEXUS__KUBE__KUBECONFIG": str(cluster.kubeconfig_path),

@@ -20,13 +20,13 @@ import trio
 
 from nexusd.devcluster import DevCluster, DevClusterConfig, run_dev_cluster
 from nexusd.devcluster.faults import FaultPlan
-from nexusd.kube.applying import apply, parse_documents
+from nexusd.kube.applying import apply
 from nexusd.kube.client import KubeClient
 from nexusd.kube.credentials import load_credentials
 from nexusd.modes import scheduler
-from nexusd.modes.dev import crd_directory
 from nexusd.settings import load_settings
 from tests.conftest import template, wait_for_stage
+from tests.servers.clusters import install
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -87,11 +87,6 @@ async def start_fleet(
     home = KubeClient(credentials=load_credentials(east_cluster.kubeconfig_path))
     clients.append(home)
     documents = [
-        document
-        for path in sorted(crd_directory().glob("*.yaml"))
-        for document in parse_documents(path.read_text(), source=str(path))
-    ]
-    documents += [
         workgroup("east", "east"),
         workgroup("west", "west"),
         workgroup("nowhere", "north"),
@@ -104,8 +99,7 @@ async def start_fleet(
         ),
         in_workgroup("lost-algo", "nowhere"),
     ]
-    for document in documents:
-        await apply(home, document, namespace="nexus")
+    await install(home, *documents)
     if faults is not None:
         east_cluster.faults.set(faults)
     values = {

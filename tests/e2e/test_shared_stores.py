@@ -19,40 +19,20 @@ import httpx
 import psycopg
 import trio
 
-from nexusd.devcluster import DevClusterConfig, run_dev_cluster
-from nexusd.kube.applying import apply, parse_documents
 from nexusd.kube.client import JOBS, KubeClient, Resource, WatchEvent
-from nexusd.kube.credentials import load_credentials
 from nexusd.kube.watching import run_informer
-from nexusd.modes.dev import crd_directory
 from tests.conftest import template
+from tests.servers.clusters import WORKGROUP, start_cluster
 from tests.servers.nexusd import nexusd_process
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from nexusd.devcluster import DevCluster
     from tests.servers.seaweedfs import SeaweedS3
 
 RUNS = 2000
 CONCURRENCY = 32
 TAG = "shared-stores"
-WORKGROUP = {
-    "apiVersion": "science.sneaksanddata.com/v1",
-    "kind": "NexusAlgorithmWorkgroup",
-    "metadata": {"name": "default"},
-    "spec": {"description": "embedded cluster", "cluster": "dev"},
-}
-
-
-async def install(client: KubeClient) -> None:
-    documents = [
-        document
-        for path in sorted(crd_directory().glob("*.yaml"))
-        for document in parse_documents(path.read_text(), source=str(path))
-    ]
-    for document in [*documents, WORKGROUP, template("shared")]:
-        await apply(client, document, namespace="nexus")
 
 
 class JobsSeen:
@@ -125,13 +105,9 @@ async def play_algorithms(
 async def test_two_schedulers_and_a_receiver_share_postgres_and_s3(
     nursery: trio.Nursery, tmp_path: Path, postgres_dsn: str, seaweedfs: SeaweedS3
 ) -> None:
-    cluster: DevCluster = await nursery.start(
-        lambda task_status: run_dev_cluster(
-            config=DevClusterConfig(state_dir=tmp_path / "cluster"), task_status=task_status
-        )
+    cluster, client = await start_cluster(
+        nursery, tmp_path / "cluster", WORKGROUP, template("shared")
     )
-    client = KubeClient(credentials=load_credentials(cluster.kubeconfig_path))
-    await install(client)
     env = {
         "NEXUS__STORE__KIND": "postgres",
         "NEXUS__POSTGRES__DSN": postgres_dsn,

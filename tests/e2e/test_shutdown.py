@@ -8,7 +8,6 @@ faked.
 
 from __future__ import annotations
 
-import functools
 import signal
 from typing import TYPE_CHECKING
 
@@ -17,42 +16,23 @@ import trio
 
 from nexusd.core.clock import SystemClock
 from nexusd.core.lifecycle import Stage
-from nexusd.devcluster import DevCluster, DevClusterConfig, run_dev_cluster
-from nexusd.kube.applying import apply, parse_documents
-from nexusd.kube.client import JOBS, KubeClient
-from nexusd.kube.credentials import load_credentials
-from nexusd.modes.dev import crd_directory
+from nexusd.kube.client import JOBS
 from nexusd.stores.sqlite import SqliteCheckpointStore
 from tests.conftest import template, wait_for_stage
+from tests.servers.clusters import WORKGROUP, start_cluster
 from tests.servers.nexusd import nexusd_process
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 RUNS = 20
-WORKGROUP = {
-    "apiVersion": "science.sneaksanddata.com/v1",
-    "kind": "NexusAlgorithmWorkgroup",
-    "metadata": {"name": "default"},
-    "spec": {"description": "embedded cluster", "cluster": "dev"},
-}
 
 
 async def test_sigterm_drains_what_it_can_and_keeps_the_rest(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    cluster: DevCluster = await nursery.start(
-        functools.partial(run_dev_cluster, config=DevClusterConfig(state_dir=tmp_path / "c"))
-    )
-    kube = KubeClient(credentials=load_credentials(cluster.kubeconfig_path))
     slow = template("slow", annotations={"devcluster.nexusd.io/duration": "600"})
-    crds = [
-        document
-        for path in sorted(crd_directory().glob("*.yaml"))
-        for document in parse_documents(path.read_text(), source=str(path))
-    ]
-    for document in [*crds, WORKGROUP, slow]:
-        await apply(kube, document, namespace="nexus")
+    cluster, kube = await start_cluster(nursery, tmp_path / "c", WORKGROUP, slow)
     env = {
         "NEXUS__DATA__DIR": str(tmp_path / "data"),
         "NEXUS__KUBE__KUBECONFIG": str(cluster.kubeconfig_path),

@@ -10,7 +10,6 @@ SQLite.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import time
@@ -19,13 +18,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import trio
 from tests.conftest import template
+from tests.servers.clusters import WORKGROUP, start_cluster
 from tests.servers.nexusd import nexusd_process
-
-from nexusd.devcluster import DevCluster, DevClusterConfig, run_dev_cluster
-from nexusd.kube.applying import apply, parse_documents
-from nexusd.kube.client import KubeClient
-from nexusd.kube.credentials import load_credentials
-from nexusd.modes.dev import crd_directory
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -34,12 +28,6 @@ if TYPE_CHECKING:
 
 RUNS = int(os.environ.get("NEXUSD_PERF_RUNS", "2000"))
 CONCURRENCY = 32
-WORKGROUP = {
-    "apiVersion": "science.sneaksanddata.com/v1",
-    "kind": "NexusAlgorithmWorkgroup",
-    "metadata": {"name": "default"},
-    "spec": {"description": "embedded cluster", "cluster": "dev"},
-}
 
 
 async def accepted_per_second(http: httpx.AsyncClient, url: str) -> float:
@@ -62,17 +50,7 @@ async def accepted_per_second(http: httpx.AsyncClient, url: str) -> float:
 async def bench(
     nursery: trio.Nursery, tmp_path: Path, postgres_dsn: str, seaweedfs: SeaweedS3
 ) -> dict[str, float]:
-    cluster: DevCluster = await nursery.start(
-        functools.partial(run_dev_cluster, config=DevClusterConfig(state_dir=tmp_path / "c"))
-    )
-    kube = KubeClient(credentials=load_credentials(cluster.kubeconfig_path))
-    crds = [
-        document
-        for path in sorted(crd_directory().glob("*.yaml"))
-        for document in parse_documents(path.read_text(), source=str(path))
-    ]
-    for document in [*crds, WORKGROUP, template("bench")]:
-        await apply(kube, document, namespace="nexus")
+    cluster, kube = await start_cluster(nursery, tmp_path / "c", WORKGROUP, template("bench"))
     await kube.aclose()
     common = {
         "NEXUS__KUBE__KUBECONFIG": str(cluster.kubeconfig_path),

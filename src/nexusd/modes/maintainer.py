@@ -19,7 +19,6 @@ import trio
 from nexusd.core.clock import SystemClock
 from nexusd.core.errors import NexusdError
 from nexusd.kube.client import EVENTS, JOBS, PODS
-from nexusd.kube.throttling import ShardThrottle
 from nexusd.kube.watching import run_informer
 from nexusd.modes.building import (
     open_checkpoint_store,
@@ -27,16 +26,14 @@ from nexusd.modes.building import (
     open_payload_store,
     open_shards,
 )
-from nexusd.modes.services import Running, start_services
+from nexusd.modes.services import Running, start_services, start_submitter
 from nexusd.pipeline.collecting import Collector
 from nexusd.pipeline.heartbeats import run_heartbeat
 from nexusd.pipeline.maintaining import Maintainer, PassReport
 from nexusd.pipeline.observing import RUN_SELECTOR, ClusterView, RunKey
-from nexusd.pipeline.queueing import VirtualQueue
 from nexusd.pipeline.reconciling import Reconciler
 from nexusd.pipeline.recovery import LostRunRecovery
 from nexusd.pipeline.rules import load_rules
-from nexusd.pipeline.submitting import Submitter, run_submitter
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -103,28 +100,9 @@ async def start_maintenance(
                 )
             )
         views[name].synced = True
-    submission = settings.submission
-    submitters = []
-    for shard in shards.values():
-        submitter = Submitter(
-            store=store,
-            shard=shard,
-            throttle=ShardThrottle(
-                rate=submission.rate,
-                burst=submission.burst,
-                max_in_flight=submission.max_in_flight,
-                decrease=submission.throttle_decrease,
-                increase=submission.throttle_recovery,
-            ),
-            queue=VirtualQueue(submission.queue_capacity),
-            clock=clock,
-            retry_base_delay=submission.retry_base_delay,
-            retry_max_delay=submission.retry_max_delay,
-        )
-        await nursery.start(
-            functools.partial(run_submitter, submitter=submitter, workers=submission.workers)
-        )
-        submitters.append(submitter)
+    submitters = [
+        await start_submitter(nursery, settings, store, shard, clock) for shard in shards.values()
+    ]
     throttles = {submitter.shard.name: submitter.throttle for submitter in submitters}
     host = settings.host_name
     await nursery.start(

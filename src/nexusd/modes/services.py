@@ -105,6 +105,32 @@ async def start_services(
     return Running(url=url, context=context, submitters=submitters)
 
 
+async def start_submitter(
+    nursery: trio.Nursery, settings: Settings, store: CheckpointStore, shard: Shard, clock: Clock
+) -> Submitter:
+    """One shard's throttle, virtual queue and submission workers."""
+    submission = settings.submission
+    submitter = Submitter(
+        store=store,
+        shard=shard,
+        throttle=ShardThrottle(
+            rate=submission.rate,
+            burst=submission.burst,
+            max_in_flight=submission.max_in_flight,
+            decrease=submission.throttle_decrease,
+            increase=submission.throttle_recovery,
+        ),
+        queue=VirtualQueue(submission.queue_capacity),
+        clock=clock,
+        retry_base_delay=submission.retry_base_delay,
+        retry_max_delay=submission.retry_max_delay,
+    )
+    await nursery.start(
+        functools.partial(run_submitter, submitter=submitter, workers=submission.workers)
+    )
+    return submitter
+
+
 async def _start_scheduler(
     nursery: trio.Nursery,
     settings: Settings,
@@ -126,27 +152,9 @@ async def _start_scheduler(
             resync_seconds=settings.kube.resync,
         )
     )
-    submission = settings.submission
     submitters = []
     for name, shard in shards.items():
-        submitter = Submitter(
-            store=store,
-            shard=shard,
-            throttle=ShardThrottle(
-                rate=submission.rate,
-                burst=submission.burst,
-                max_in_flight=submission.max_in_flight,
-                decrease=submission.throttle_decrease,
-                increase=submission.throttle_recovery,
-            ),
-            queue=VirtualQueue(submission.queue_capacity),
-            clock=clock,
-            retry_base_delay=submission.retry_base_delay,
-            retry_max_delay=submission.retry_max_delay,
-        )
-        await nursery.start(
-            functools.partial(run_submitter, submitter=submitter, workers=submission.workers)
-        )
+        submitter = await start_submitter(nursery, settings, store, shard, clock)
         submitters.append(submitter)
         context.statistics.update(
             {

@@ -79,6 +79,7 @@ from nexusd.stores.postgres_schema import (
     encode_submission,
     encode_value,
 )
+from nexusd.stores.sql_reads import SqlReads
 from nexusd.stores.validation import (
     allowed_sources,
     check_aware,
@@ -381,8 +382,13 @@ class PostgresStatistics:
     open: bool
 
 
-class PostgresCheckpointStore:
+class PostgresCheckpointStore(SqlReads):
     """The `CheckpointStore` protocol on PostgreSQL. Build it with `open`."""
+
+    MARK = "%s"
+    COLUMNS = COLUMN_LIST
+    _decode_checkpoint = staticmethod(decode_checkpoint)
+    _decode_submission = staticmethod(decode_submission)
 
     def __init__(self, *, clock: Clock, pool: ConnectionPool[Connection], dsn: str) -> None:
         self._clock = clock
@@ -670,35 +676,6 @@ class PostgresCheckpointStore:
             start = after.last_modified
             params = (wanted, modified_before, start, start, after.algorithm, after.id, limit)
         rows = await self._select(query, params)
-        return [decode_checkpoint(row) for row in rows]
-
-    async def get(self, *, algorithm: str, request_id: str) -> Checkpoint | None:
-        rows = await self._select(_SELECT_ONE, (algorithm, request_id))
-        return decode_checkpoint(rows[0]) if rows else None
-
-    async def get_submission(self, *, algorithm: str, request_id: str) -> SubmissionEntry | None:
-        rows = await self._select(
-            "SELECT algorithm, id, cluster, template FROM submission_buffer "
-            "WHERE algorithm = %s AND id = %s",
-            (algorithm, request_id),
-        )
-        return decode_submission(rows[0]) if rows else None
-
-    async def by_tag(self, *, tag: str) -> list[Checkpoint]:
-        rows = await self._select(
-            f"SELECT {COLUMN_LIST} FROM checkpoints WHERE tag = %s "
-            "ORDER BY received_at, algorithm, id",
-            (tag,),
-        )
-        return [decode_checkpoint(row) for row in rows]
-
-    async def by_host_and_stage(self, *, host: str, stage: Stage) -> list[Checkpoint]:
-        rows = await self._select(
-            f"SELECT {COLUMN_LIST} FROM checkpoints "
-            "WHERE received_by_host = %s AND lifecycle_stage = %s "
-            "ORDER BY received_at, algorithm, id",
-            (host, str(Stage(stage))),
-        )
         return [decode_checkpoint(row) for row in rows]
 
     async def _select(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:

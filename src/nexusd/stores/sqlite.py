@@ -37,6 +37,7 @@ from nexusd.core.errors import AlreadyExists, NotFound, StoreError
 from nexusd.core.lifecycle import TERMINAL, Stage
 from nexusd.core.records import Checkpoint, SubmissionEntry, Transition
 from nexusd.stores.checkpoints import DEFAULT_PAGE
+from nexusd.stores.sql_reads import SqlReads
 from nexusd.stores.sqlite_schema import (
     COLUMN_LIST,
     COLUMNS,
@@ -177,8 +178,13 @@ class _ReadPool:
             self._idle.clear()
 
 
-class SqliteCheckpointStore:
+class SqliteCheckpointStore(SqlReads):
     """The `CheckpointStore` protocol on one SQLite file. Build it with `open`."""
+
+    MARK = "?"
+    COLUMNS = COLUMN_LIST
+    _decode_checkpoint = staticmethod(decode_checkpoint)
+    _decode_submission = staticmethod(decode_submission)
 
     def __init__(
         self, *, clock: Clock, writer: GroupCommitWriter, readers: _ReadPool, path: Path
@@ -383,35 +389,6 @@ class SqliteCheckpointStore:
             f"SELECT {COLUMN_LIST} FROM checkpoints WHERE {' AND '.join(conditions)} "
             "ORDER BY last_modified, algorithm, id LIMIT ?",
             (*bindings, limit),
-        )
-        return [decode_checkpoint(row) for row in rows]
-
-    async def get(self, *, algorithm: str, request_id: str) -> Checkpoint | None:
-        rows = await self._select(_SELECT_ONE, (algorithm, request_id))
-        return decode_checkpoint(rows[0]) if rows else None
-
-    async def get_submission(self, *, algorithm: str, request_id: str) -> SubmissionEntry | None:
-        rows = await self._select(
-            "SELECT algorithm, id, cluster, template FROM submission_buffer "
-            "WHERE algorithm = ? AND id = ?",
-            (algorithm, request_id),
-        )
-        return decode_submission(rows[0]) if rows else None
-
-    async def by_tag(self, *, tag: str) -> list[Checkpoint]:
-        rows = await self._select(
-            f"SELECT {COLUMN_LIST} FROM checkpoints WHERE tag = ? "
-            "ORDER BY received_at, algorithm, id",
-            (tag,),
-        )
-        return [decode_checkpoint(row) for row in rows]
-
-    async def by_host_and_stage(self, *, host: str, stage: Stage) -> list[Checkpoint]:
-        rows = await self._select(
-            f"SELECT {COLUMN_LIST} FROM checkpoints "
-            "WHERE received_by_host = ? AND lifecycle_stage = ? "
-            "ORDER BY received_at, algorithm, id",
-            (host, str(Stage(stage))),
         )
         return [decode_checkpoint(row) for row in rows]
 

@@ -1,0 +1,70 @@
+"""The point and index reads both SQL stores make, written once.
+
+SQLite and PostgreSQL differ in their placeholder (`?` / `%s`), in how they run a query (the
+SQLite read pool, the PostgreSQL connection pool) and in how a row decodes (text timestamps vs
+`timestamptz`); the queries and their ordering are the same, and so must their answers be.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from nexusd.core.lifecycle import Stage
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from nexusd.core.records import Checkpoint, SubmissionEntry
+
+
+class SqlReads:
+    """Mixin: `get`, `get_submission`, `by_tag`, `by_host_and_stage` over `_select`."""
+
+    #: the driver's placeholder
+    MARK: ClassVar[str]
+    #: the checkpoint columns in the order the decoder expects
+    COLUMNS: ClassVar[str]
+
+    @staticmethod
+    def _decode_checkpoint(row: Sequence[Any]) -> Checkpoint:
+        raise NotImplementedError
+
+    @staticmethod
+    def _decode_submission(row: Sequence[Any]) -> SubmissionEntry:
+        raise NotImplementedError
+
+    async def _select(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    async def get(self, *, algorithm: str, request_id: str) -> Checkpoint | None:
+        rows = await self._select(
+            f"SELECT {self.COLUMNS} FROM checkpoints WHERE algorithm = {self.MARK} "
+            f"AND id = {self.MARK}",
+            (algorithm, request_id),
+        )
+        return self._decode_checkpoint(rows[0]) if rows else None
+
+    async def get_submission(self, *, algorithm: str, request_id: str) -> SubmissionEntry | None:
+        rows = await self._select(
+            "SELECT algorithm, id, cluster, template FROM submission_buffer "
+            f"WHERE algorithm = {self.MARK} AND id = {self.MARK}",
+            (algorithm, request_id),
+        )
+        return self._decode_submission(rows[0]) if rows else None
+
+    async def by_tag(self, *, tag: str) -> list[Checkpoint]:
+        rows = await self._select(
+            f"SELECT {self.COLUMNS} FROM checkpoints WHERE tag = {self.MARK} "
+            "ORDER BY received_at, algorithm, id",
+            (tag,),
+        )
+        return [self._decode_checkpoint(row) for row in rows]
+
+    async def by_host_and_stage(self, *, host: str, stage: Stage) -> list[Checkpoint]:
+        rows = await self._select(
+            f"SELECT {self.COLUMNS} FROM checkpoints "
+            f"WHERE received_by_host = {self.MARK} AND lifecycle_stage = {self.MARK} "
+            "ORDER BY received_at, algorithm, id",
+            (host, str(Stage(stage))),
+        )
+        return [self._decode_checkpoint(row) for row in rows]
