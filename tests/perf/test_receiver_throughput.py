@@ -1,0 +1,97 @@
+"""Benchmark: completions per second of one `nexusd receiver` process on SQLite.
+
+RUNS runs are put RUNNING straight into the store; a receiver process then takes
+`POST /algorithm/v1/complete/...` for them from `wrk` (Debian package `wrk`; a Python load
+generator would be the bottleneck) with 64 connections. Printed against a `GET /healthz`
+baseline from the same wrk, same process, same run.
+
+    nox -s perf -- -k receiver
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+import subprocess
+import uuid
+from typing import TYPE_CHECKING
+
+import pytest
+import trio
+from tests.servers.nexusd import nexusd_process
+
+from nexusd.core.clock import SystemClock
+from nexusd.core.lifecycle import Stage
+from nexusd.core.records import Checkpoint
+from nexusd.stores.sqlite import SqliteCheckpointStore
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+RUNS = 60_000
+SCRIPT = """
+local ids = {}
+for line in io.lines("%s") do ids[#ids + 1] = line end
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("POST", "/algorithm/v1/complete/bench/requests/" .. ids[(i %% #ids) + 1],
+    {["Content-Type"] = "application/json"},
+    '{"resultUri":"https://r","errorCause":"","errorDetails":""}')
+end
+"""
+
+
+def wrk(url: str, *extra: str) -> float:
+    output = subprocess.run(
+        ["wrk", "-t1", "-c64", "-d8s", *extra, url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    assert match, output
+    return float(match.group(1))
+
+
+async def prepare(data: Path) -> list[str]:
+    store = await SqliteCheckpointStore.open(path=data / "checkpoints.sqlite3", clock=SystemClock())
+    ids = [str(uuid.uuid4()) for _ in range(RUNS)]
+    now = dt.datetime.now(dt.UTC)
+    async with trio.open_nursery() as nursery:
+        for request_id in ids:
+            checkpoint = Checkpoint(
+                algorithm="bench",
+                id=request_id,
+                lifecycle_stage=Stage.RUNNING,
+                received_at=now,
+                last_modified=now,
+            )
+            nursery.start_soon(
+                lambda checkpoint=checkpoint: store.create(checkpoint=checkpoint, submission=None)
+            )
+    await store.aclose()
+    return ids
+
+
+async def test_receiver_completions(tmp_path: Path) -> None:
+    if shutil.which("wrk") is None:
+        pytest.fail("this benchmark needs wrk: apt-get install wrk")
+    data = tmp_path / "data"
+    data.mkdir()
+    ids = await prepare(data)
+    (tmp_path / "ids.txt").write_text("\n".join(ids))
+    (tmp_path / "complete.lua").write_text(SCRIPT % (tmp_path / "ids.txt"))
+    env = {"NEXUS__DATA__DIR": str(data), "NEXUS__LOGGING__LEVEL": "WARNING"}
+    async with nexusd_process(
+        "receiver", env=env, cwd=tmp_path, log=tmp_path / "receiver.log"
+    ) as receiver:
+        baseline = await trio.to_thread.run_sync(wrk, f"{receiver.url}/healthz")
+        completions = await trio.to_thread.run_sync(
+            wrk, f"{receiver.url}/", "-s", str(tmp_path / "complete.lua")
+        )
+    print(f"\none nexusd receiver on SQLite, 64 connections (wrk), {RUNS} runs")
+    print(f"  baseline GET /healthz   {baseline:8.0f} req/s (1.00)")
+    print(f"  POST complete           {completions:8.0f} /s    ({completions / baseline:.2f})")
