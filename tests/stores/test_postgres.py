@@ -20,10 +20,9 @@ from nexusd.core.lifecycle import TERMINAL, Stage
 from nexusd.stores.postgres import (
     PostgresCheckpointStore,
     PostgresStatistics,
-    init_schema,
-    migrate,
     open_postgres_store,
 )
+from nexusd.stores.postgres_admin import init_schema, migrate
 from nexusd.stores.postgres_schema import (
     COLUMN_LIST,
     COLUMNS,

@@ -14,7 +14,7 @@ import trio
 from nexusd.core.clock import SystemClock
 from nexusd.core.errors import ConfigError
 from nexusd.modes.building import postgres_dsn
-from nexusd.stores import postgres
+from nexusd.stores import postgres_admin as postgres
 from nexusd.stores.sqlite import SqliteCheckpointStore
 
 if TYPE_CHECKING:

@@ -51,27 +51,30 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from contextlib import asynccontextmanager, suppress
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import outcome
-import psycopg
 import trio
 from psycopg import errors
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from nexusd.core.errors import AlreadyExists, NexusdError, NotFound, StoreError
+from nexusd.core.errors import AlreadyExists, NotFound, StoreError
 from nexusd.core.lifecycle import TERMINAL, Stage
 from nexusd.core.records import Checkpoint, SubmissionEntry, Transition
 from nexusd.stores.checkpoints import DEFAULT_PAGE
+from nexusd.stores.postgres_admin import (
+    CONNECT_TIMEOUT_S,
+    Connection,
+    check_schema,
+    describe_dsn,
+    translate,
+)
+from nexusd.stores.postgres_calls import CANCEL_GRACE_S, Call
 from nexusd.stores.postgres_schema import (
     COLUMN_LIST,
     COLUMNS,
-    SCHEMA_VERSION,
-    apply_migrations,
-    current_version,
     decode_checkpoint,
     decode_submission,
     decode_time,
@@ -98,17 +101,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
-Connection = psycopg.Connection[tuple[Any, ...]]
 
 #: Connections kept open while idle, and the most the pool opens (= concurrent statements).
 DEFAULT_MIN_SIZE = 2
 DEFAULT_MAX_SIZE = 16
 #: Seconds a call waits for a free connection before failing with StoreError.
 DEFAULT_POOL_TIMEOUT_S = 30.0
-#: Seconds to establish one connection.
-CONNECT_TIMEOUT_S = 10
-#: Seconds a cancelled call waits (shielded) for the server to stop the statement.
-CANCEL_GRACE_S = 10.0
 
 _INSERT_CHECKPOINT = (
     f"INSERT INTO checkpoints ({COLUMN_LIST}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
@@ -169,191 +167,6 @@ def _update_statement(names: tuple[str, ...]) -> str:
         f"UPDATE checkpoints SET {sets} WHERE algorithm = %s AND id = %s "
         f"AND lifecycle_stage = ANY(%s) RETURNING {COLUMN_LIST}"
     )
-
-
-# --- connection details without secrets ---------------------------------------------------
-
-
-def describe_dsn(dsn: str) -> str:
-    """`user@host:port/dbname` for messages: never the password (nor the DSN's other secrets)."""
-    try:
-        params = conninfo_to_dict(dsn)
-    except psycopg.Error:
-        return "<unparseable DSN, not shown>"
-    host = params.get("host") or params.get("hostaddr") or "<default host>"
-    port = params.get("port") or "5432"
-    dbname = params.get("dbname") or "<default database>"
-    user = params.get("user") or "<default user>"
-    return f"{user}@{host}:{port}/{dbname}"
-
-
-def _redacted(message: str, dsn: str) -> str:
-    """`message` with the DSN's password (if libpq ever echoed it) replaced by ***."""
-    try:
-        password = conninfo_to_dict(dsn).get("password")
-    except psycopg.Error:
-        return "the DSN could not be parsed (not shown: it may contain a password)"
-    if password:
-        message = message.replace(str(password), "***")
-    return message
-
-
-def _connection_error(dsn: str, exc: BaseException) -> StoreError:
-    reason = _redacted(str(exc).strip(), dsn)
-    return StoreError(f"cannot connect to PostgreSQL {describe_dsn(dsn)}: {reason}")
-
-
-def translate(exc: Exception, dsn: str) -> Exception:
-    """nexusd errors and bugs pass through; psycopg and pool errors become `StoreError`."""
-    if isinstance(exc, NexusdError) or not isinstance(exc, psycopg.Error | PoolTimeout):
-        return exc
-    if isinstance(exc, PoolTimeout):
-        error = StoreError(f"PostgreSQL {describe_dsn(dsn)}: no free connection: {exc}")
-    elif isinstance(exc, psycopg.OperationalError) and not isinstance(exc, errors.QueryCanceled):
-        error = _connection_error(dsn, exc)
-    else:
-        detail = _redacted(str(exc).strip(), dsn)
-        error = StoreError(f"PostgreSQL {describe_dsn(dsn)}: {type(exc).__name__}: {detail}")
-    error.__cause__ = exc
-    return error
-
-
-def _connect(dsn: str) -> Connection:
-    try:
-        return psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
-    except psycopg.Error as exc:
-        raise _connection_error(dsn, exc) from None
-
-
-# --- schema: what `nexusd store init` / `nexusd store migrate` call -----------------------
-
-
-def _apply(dsn: str, *, only_if_empty: bool) -> tuple[int, int]:
-    with _connect(dsn) as connection:
-        try:
-            return apply_migrations(connection, only_if_empty=only_if_empty)
-        except psycopg.Error as exc:
-            raise translate(exc, dsn) from None
-
-
-async def init_schema(dsn: str) -> int:
-    """Create the schema if the database has none; return the schema version now in place.
-
-    A database that already has a schema (of any version) is left unchanged: use `migrate` to
-    upgrade it. Safe to run from several processes at once (advisory lock).
-    """
-    _, version = await trio.to_thread.run_sync(lambda: _apply(dsn, only_if_empty=True))
-    return version
-
-
-async def migrate(dsn: str) -> tuple[int, int]:
-    """Bring the schema up to this code's version; return (version before, version after).
-
-    Idempotent ((n, n) when up to date) and safe to run concurrently. Refuses (StoreError) a
-    schema newer than this code.
-    """
-    return await trio.to_thread.run_sync(lambda: _apply(dsn, only_if_empty=False))
-
-
-def _check_schema(dsn: str, *, auto_migrate: bool) -> None:
-    with _connect(dsn) as connection:
-        try:
-            found = current_version(connection)
-            if found < SCHEMA_VERSION and auto_migrate:
-                apply_migrations(connection, only_if_empty=False)
-                return
-        except psycopg.Error as exc:
-            raise translate(exc, dsn) from None
-    where = describe_dsn(dsn)
-    if found == 0:
-        raise StoreError(
-            f"PostgreSQL {where} has no nexusd schema: run `nexusd store init` "
-            "(or `nexusd store migrate`) first"
-        )
-    if found < SCHEMA_VERSION:
-        raise StoreError(
-            f"PostgreSQL {where} has schema version {found}, this nexusd needs "
-            f"{SCHEMA_VERSION}: run `nexusd store migrate`"
-        )
-    if found > SCHEMA_VERSION:
-        raise StoreError(
-            f"PostgreSQL {where} has schema version {found}, newer than this nexusd's "
-            f"({SCHEMA_VERSION}): upgrade nexusd"
-        )
-
-
-# --- one call, with its cancellation ------------------------------------------------------
-
-
-class _NotSent(Exception):
-    """The call was cancelled before its statement was sent."""
-
-
-class _Call(Generic[_T]):
-    """One store call: runs `fn(connection)` in a worker thread; can cancel it from trio.
-
-    `_lock` orders the thread taking/returning its connection against the trio side's cancel
-    request, so a cancel is only ever sent while this call owns the connection.
-    """
-
-    def __init__(self, fn: Callable[[Connection], _T], pool: ConnectionPool[Connection]):
-        self._fn = fn
-        self._pool = pool
-        self._token = trio.lowlevel.current_trio_token()
-        self._lock = threading.Lock()
-        self._cancel_requested = False
-        self._cancel_sent = False
-        self._started = False
-        self._connection: Connection | None = None
-        self.result: outcome.Outcome[_T] | None = None
-        self.finished = trio.Event()
-
-    # worker thread
-
-    def run(self) -> _T:
-        with self._lock:
-            self._started = not self._cancel_requested
-        if not self._started:
-            raise _NotSent
-        try:
-            self.result = outcome.capture(self._with_connection)
-        finally:
-            with suppress(trio.RunFinishedError):
-                self._token.run_sync_soon(self.finished.set)
-        return self.result.unwrap()
-
-    def _with_connection(self) -> _T:
-        with self._pool.connection() as connection:
-            with self._lock:
-                if self._cancel_requested:
-                    raise _NotSent
-                self._connection = connection
-            try:
-                return self._fn(connection)
-            finally:
-                with self._lock:
-                    self._connection = None
-                    if self._cancel_sent:
-                        connection.close()  # the pool replaces it; no stray cancel can follow
-
-    # trio side
-
-    def request_cancel(self) -> bool:
-        """Stop the call from starting; True if it already started (then send_cancel)."""
-        with self._lock:
-            self._cancel_requested = True
-            return self._started
-
-    def send_cancel(self) -> None:
-        """(In a thread.) Ask the server to cancel the running statement, if any."""
-        with self._lock:
-            if self._connection is None:
-                return
-            self._cancel_sent = True
-            try:
-                self._connection.cancel_safe(timeout=CANCEL_GRACE_S)
-            except psycopg.Error as exc:  # the statement may still run: the caller waits
-                logger.warning("could not cancel a PostgreSQL statement: %s", exc)
 
 
 @attrs.frozen
@@ -426,7 +239,7 @@ class PostgresCheckpointStore(SqlReads):
             raise ValueError(
                 f"need 0 <= min_size <= max_size, max_size >= 1; got {min_size}, {max_size}"
             )
-        await trio.to_thread.run_sync(lambda: _check_schema(dsn, auto_migrate=migrate))
+        await trio.to_thread.run_sync(lambda: check_schema(dsn, auto_migrate=migrate))
         pool: ConnectionPool[Connection] = ConnectionPool(
             dsn,
             min_size=min_size,
@@ -488,7 +301,7 @@ class PostgresCheckpointStore(SqlReads):
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._closed:
             raise StoreError(f"the PostgreSQL store {self.where} is closed")
-        call = _Call(fn, self._pool)
+        call = Call(fn, self._pool)
         try:
             result = await trio.to_thread.run_sync(
                 call.run, limiter=self._limiter, abandon_on_cancel=True
@@ -501,7 +314,7 @@ class PostgresCheckpointStore(SqlReads):
         self._count(operations=1)
         return result
 
-    async def _settle_cancelled(self, call: _Call[_T], cancelled: trio.Cancelled) -> _T:
+    async def _settle_cancelled(self, call: Call[_T], cancelled: trio.Cancelled) -> _T:
         """The task was cancelled while `call` was pending or running: stop the statement."""
         if not call.request_cancel():
             self._count(cancelled=1)
