@@ -78,11 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     scheduler = modes.add_parser(
         "scheduler", parents=[common], help="public API, buffering, queue and Job submission"
     )
-    _add_flags(scheduler, _HTTP_FLAGS + _KUBE_FLAGS)
+    _add_flags(scheduler, _HTTP_FLAGS + _KUBE_FLAGS + _STORE_FLAGS[1:])
     receiver = modes.add_parser(
         "receiver", parents=[common], help="completion API for algorithm containers"
     )
-    _add_flags(receiver, _HTTP_FLAGS)
+    _add_flags(receiver, _HTTP_FLAGS + _STORE_FLAGS[1:])
     maintainer = modes.add_parser(
         "maintainer",
         aliases=["supervisor"],
