@@ -12,6 +12,7 @@ import datetime as dt
 import json
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import httpx
 import pytest
 import trio
@@ -265,3 +266,17 @@ async def test_a_permanent_refusal_fails_the_run_with_the_api_message(
     assert checkpoint.algorithm_failure_cause == LAUNCH_FAILED
     assert checkpoint.algorithm_failure_details == message
     assert len(script.creates) == 1
+
+
+async def test_a_run_claimed_by_another_host_is_theirs_to_submit(
+    store: SqliteCheckpointStore, client: KubeClient, cluster: DevCluster
+) -> None:
+    ref = await buffer_run(store, "claimed")
+    submitter = attrs.evolve(make_submitter(store, client), owner="scheduler-a")
+    # buffer_run stores the run with no host; a maintainer claims it for itself
+    claimed = await store.claim(
+        algorithm="algo", request_id="claimed", from_host="", to_host="maintainer-0"
+    )
+    assert claimed is not None
+    await submitter.submit(ref)
+    assert cluster.request_counts[("create", "jobs", 201)] == 0

@@ -124,6 +124,7 @@ async def start_submitter(
         clock=clock,
         retry_base_delay=submission.retry_base_delay,
         retry_max_delay=submission.retry_max_delay,
+        owner=settings.host_name,
     )
     await nursery.start(
         functools.partial(run_submitter, submitter=submitter, workers=submission.workers)

@@ -77,7 +77,9 @@ class LostRunRecovery:
       each run) and go to the claimer's submitters, ahead of their queues; its NEW runs (accepted,
       never buffered) end SCHEDULING_FAILED with upstream's "Submission lost" message.
     - A run BUFFERED for longer than `buffered_timeout` is claimed too, whoever holds it: its
-      scheduler is alive but did not get it out (a lost queue entry, a restart under another name).
+      scheduler is alive but did not get it out (a lost queue entry, a restart under another
+      name). Keep `buffered_timeout` above the time a full queue takes to drain
+      (`queue_capacity / rate`: 200 s by default). A NEW run that old is lost.
     A claimed run whose Job exists already is fine: the submitter counts AlreadyExists as
     submitted, so no run ever gets two Jobs.
     """
@@ -92,40 +94,49 @@ class LostRunRecovery:
     async def sweep(self) -> SweepReport:
         now = self.clock.now()
         beats = await self.store.heartbeats()
+        # Hosts dead for longer than buffered_timeout need no look-up of their own: every run
+        # they held is older than their last beat, so the stale scan below finds it. This
+        # keeps a sweep's cost bounded however many pod names have come and gone.
         dead = tuple(
             sorted(
                 host
                 for host, seen in beats.items()
-                if host != self.host and (now - seen).total_seconds() > self.scheduler_timeout
+                if host != self.host
+                and self.scheduler_timeout < (now - seen).total_seconds() <= self.buffered_timeout
             )
         )
         candidates: dict[tuple[str, str], Checkpoint] = {}
-        lost = 0
+        lost: dict[tuple[str, str], Checkpoint] = {}
         for host in dead:
             for checkpoint in await self.store.by_host_and_stage(host=host, stage=Stage.BUFFERED):
                 candidates[(checkpoint.algorithm, checkpoint.id)] = checkpoint
             for checkpoint in await self.store.by_host_and_stage(host=host, stage=Stage.NEW):
-                lost += await self._fail_lost(checkpoint)
+                lost[(checkpoint.algorithm, checkpoint.id)] = checkpoint
         cutoff = now - dt.timedelta(seconds=self.buffered_timeout)
-        async for checkpoint in self._stale_buffered(cutoff):
-            candidates[(checkpoint.algorithm, checkpoint.id)] = checkpoint
+        async for checkpoint in self._stale(cutoff):
+            found = candidates if checkpoint.lifecycle_stage is Stage.BUFFERED else lost
+            found[(checkpoint.algorithm, checkpoint.id)] = checkpoint
         resubmitted = 0
         for checkpoint in candidates.values():
             resubmitted += await self._claim(checkpoint)
-        if dead or resubmitted or lost:
+        failed = 0
+        for checkpoint in lost.values():
+            failed += await self._fail_lost(checkpoint)
+        if dead or resubmitted or failed:
             logger.info(
                 "recovery: dead schedulers %s, %d runs resubmitted, %d lost",
                 ", ".join(dead) or "none",
                 resubmitted,
-                lost,
+                failed,
             )
-        return SweepReport(dead_hosts=dead, resubmitted=resubmitted, lost=lost)
+        return SweepReport(dead_hosts=dead, resubmitted=resubmitted, lost=failed)
 
-    async def _stale_buffered(self, cutoff: dt.datetime) -> AsyncIterator[Checkpoint]:
+    async def _stale(self, cutoff: dt.datetime) -> AsyncIterator[Checkpoint]:
+        """NEW and BUFFERED runs last changed before `cutoff`, page by page."""
         cursor = None
         while True:
             page = await self.store.stale(
-                stages={Stage.BUFFERED}, modified_before=cutoff, after=cursor
+                stages={Stage.NEW, Stage.BUFFERED}, modified_before=cutoff, after=cursor
             )
             for checkpoint in page:
                 yield checkpoint
@@ -140,6 +151,11 @@ class LostRunRecovery:
         queue = self.queues.get(entry.cluster) if entry is not None else None
         if queue is None:
             return 0  # a shard this maintainer does not know: another one may
+        if checkpoint.received_by_host == self.host:
+            # Already ours (`nexusd dev`, where scheduler and maintainer share a name, or a
+            # claim whose submission was lost): submit it again; a Job that exists is fine.
+            queue.put_priority(RunRef(algorithm=checkpoint.algorithm, request_id=checkpoint.id))
+            return 1
         claimed = await self.store.claim(
             algorithm=checkpoint.algorithm,
             request_id=checkpoint.id,

@@ -70,6 +70,8 @@ class Submitter:
     clock: Clock
     retry_base_delay: float
     retry_max_delay: float
+    #: the host whose runs these are; a run another host claimed meanwhile is theirs to submit
+    owner: str = ""
     submitted: int = 0
     already_existed: int = 0
     rejected: int = 0
@@ -86,6 +88,9 @@ class Submitter:
             return
         if checkpoint.lifecycle_stage is not Stage.BUFFERED:
             logger.debug("run left BUFFERED while queued; not submitting", extra=key)
+            return
+        if self.owner and checkpoint.received_by_host != self.owner:
+            logger.debug("run was claimed by %s; not submitting", checkpoint.received_by_host)
             return
         self.in_flight += 1
         try:
