@@ -17,14 +17,14 @@ import pytest
 import trio
 
 from nexusd.devcluster import DevCluster, DevClusterConfig, run_dev_cluster
-from nexusd.devcluster.kubelet import (
+from nexusd.devcluster.nodes import NodeGroup
+from nexusd.devcluster.runtimes import (
     ANNOTATION_DURATION,
     ANNOTATION_EVICT,
     ANNOTATION_EXIT_CODE,
     ANNOTATION_OOM,
     ANNOTATION_PULL_ERROR,
 )
-from nexusd.devcluster.nodes import NodeGroup
 
 from .conftest import EVENTS, JOBS, NS, PODS, job_manifest, wait_for, wait_job_condition
 

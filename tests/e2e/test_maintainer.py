@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from nexusd.devcluster import ANNOTATION_DURATION, ANNOTATION_EXIT_CODE, ANNOTATION_OOM
-from nexusd.devcluster.kubelet import ANNOTATION_PULL_ERROR
+from nexusd.devcluster.runtimes import ANNOTATION_PULL_ERROR
 from nexusd.pipeline.rules import default_rules_text
 from tests.conftest import template, wait_for_stage, write_manifests
 

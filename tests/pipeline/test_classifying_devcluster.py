@@ -17,7 +17,7 @@ import trio
 from nexusd.core.lifecycle import Stage
 from nexusd.core.records import Checkpoint
 from nexusd.devcluster import DevClusterConfig, run_dev_cluster
-from nexusd.devcluster.kubelet import (
+from nexusd.devcluster.runtimes import (
     ANNOTATION_DURATION,
     ANNOTATION_EXIT_CODE,
     ANNOTATION_OOM,

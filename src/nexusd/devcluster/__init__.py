@@ -5,7 +5,7 @@ as they would reach a real cluster. Start it with `run_dev_cluster` inside a nur
 """
 
 from .cluster import DevCluster, DevClusterConfig, run_dev_cluster
-from .kubelet import ANNOTATION_DURATION, ANNOTATION_EXIT_CODE, ANNOTATION_OOM, NODE_NAME
+from .runtimes import ANNOTATION_DURATION, ANNOTATION_EXIT_CODE, ANNOTATION_OOM, NODE_NAME
 
 __all__ = [
     "ANNOTATION_DURATION",

@@ -23,10 +23,11 @@ from .faults import FaultPlan, Faults
 from .garbage import run_garbage_collector
 from .jobcontroller import run_job_controller
 from .kubeconfig import write_kubeconfig
-from .kubelet import Kubelet, LocalProcessRuntime, Runtime, ScriptedRuntime, run_kubelet
+from .kubelet import Kubelet, run_kubelet
 from .nodes import DEFAULT_NODE_GROUPS, NodeGroup, register_nodes
 from .operations import Operations
 from .resources import Registry
+from .runtimes import LocalProcessRuntime, Runtime, ScriptedRuntime
 from .scheduling import Scheduler, run_scheduler
 from .storage import Store
 

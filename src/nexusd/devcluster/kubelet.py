@@ -25,232 +25,30 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import secrets
-import signal
-import subprocess
-import sys
-from typing import TYPE_CHECKING, NoReturn, Protocol
+from typing import TYPE_CHECKING, NoReturn
 
-import attrs
 import trio
 
+from .container_env import ConfigError, resolve_env
 from .events import record_kubelet_event
 from .images import InvalidImageName, image_id, normalize
-from .nodes import DEFAULT_NODE_NAME
 from .resources import CONFIGMAPS, PODS, SECRETS
+from .runtimes import (
+    ANNOTATION_PULL_ERROR,
+    MSG_PRESSURE,
+    Outcome,
+    PodKey,
+    Runtime,
+    annotations_of,
+)
 from .storage import TooOld
 
 if TYPE_CHECKING:
-    import pathlib
-
     from .objects import Obj
     from .operations import Operations
 
 logger = logging.getLogger(__name__)
-
-NODE_NAME = DEFAULT_NODE_NAME
-ANNOTATION_EXIT_CODE = "devcluster.nexusd.io/exit-code"
-ANNOTATION_DURATION = "devcluster.nexusd.io/duration"
-ANNOTATION_OOM = "devcluster.nexusd.io/oom-killed"
-ANNOTATION_PULL_ERROR = "devcluster.nexusd.io/image-pull-error"
-"""Value: the registry's error text; the pull fails (ErrImagePull, then ImagePullBackOff)."""
-ANNOTATION_EVICT = "devcluster.nexusd.io/evict"
-"""`TerminationByKubelet` (node pressure) or `EvictionByEvictionAPI`, after the duration."""
-EVICTION_REASONS = ("TerminationByKubelet", "EvictionByEvictionAPI")
-MSG_PRESSURE = "The node was low on resource: memory. "
-PodKey = tuple[str, str]
-
-
-@attrs.frozen
-class Outcome:
-    exit_code: int
-    reason: str  # Completed | Error | OOMKilled | ContainerCannotRun
-    evicted: str = ""  # an EVICTION_REASONS entry when the kubelet evicted the pod
-
-
-class Runtime(Protocol):
-    async def run(self, pod: Obj, stop: trio.Event, env: dict[str, str]) -> Outcome:
-        """Run the pod's container until it exits or `stop` is set (then stop it)."""
-        ...
-
-    def log_path(self, namespace: str, name: str) -> pathlib.Path | None: ...
-
-
-def _outcome(code: int, oom: bool = False) -> Outcome:
-    if oom:
-        return Outcome(137, "OOMKilled")
-    return Outcome(code, "Completed" if code == 0 else "Error")
-
-
-def _annotations(pod: Obj) -> dict[str, str]:
-    return pod["metadata"].get("annotations") or {}
-
-
-@attrs.frozen
-class ScriptedRuntime:
-    default_exit_code: int = 0
-    default_duration: float = 0.0
-
-    async def run(self, pod: Obj, stop: trio.Event, env: dict[str, str]) -> Outcome:
-        ann = _annotations(pod)
-        code = int(ann.get(ANNOTATION_EXIT_CODE, self.default_exit_code))
-        duration = float(str(ann.get(ANNOTATION_DURATION, self.default_duration)).rstrip("s"))
-        with trio.move_on_after(duration):
-            await stop.wait()
-            return Outcome(137, "Error")
-        evict = ann.get(ANNOTATION_EVICT, "")
-        if evict:
-            return Outcome(137, "Error", evicted=evict)
-        return _outcome(code, str(ann.get(ANNOTATION_OOM, "")).lower() == "true")
-
-    def log_path(self, namespace: str, name: str) -> pathlib.Path | None:
-        return None
-
-
-@attrs.frozen
-class LocalProcessRuntime:
-    """Runs the container's command as a child process; `python` means this interpreter."""
-
-    state_dir: pathlib.Path
-    termination_grace: float = 5.0
-
-    def pod_dir(self, namespace: str, name: str) -> pathlib.Path:
-        return self.state_dir / "pods" / namespace / name
-
-    def log_path(self, namespace: str, name: str) -> pathlib.Path | None:
-        return self.pod_dir(namespace, name) / "container.log"
-
-    @staticmethod
-    def environment(env: dict[str, str]) -> dict[str, str]:
-        base = {
-            "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-        }
-        for var in ("HOME", "PYTHONPATH"):
-            if var in os.environ:
-                base[var] = os.environ[var]
-        return {**base, **env}
-
-    async def run(self, pod: Obj, stop: trio.Event, env: dict[str, str]) -> Outcome:
-        meta = pod["metadata"]
-        container = pod["spec"]["containers"][0]
-        argv = [*(container.get("command") or []), *(container.get("args") or [])]
-        workdir = self.pod_dir(meta["namespace"], meta["name"])
-        workdir.mkdir(parents=True, exist_ok=True)
-        grace = min(self.termination_grace, float(meta.get("deletionGracePeriodSeconds") or 30))
-        log_path = self.log_path(meta["namespace"], meta["name"])
-        assert log_path is not None
-        # A local file opened once per pod: not worth a thread hop in the embedded cluster.
-        with open(log_path, "ab") as log:  # noqa: ASYNC230
-            try:
-                proc = await trio.lowlevel.open_process(
-                    argv,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=workdir,
-                    env=self.environment(env),
-                    start_new_session=True,  # its own process group: stop kills the tree
-                )
-            except OSError as exc:
-                log.write(f"devcluster: cannot start {argv!r}: {exc}\n".encode())
-                return Outcome(128, "ContainerCannotRun")
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._stop_on, stop, proc, grace)
-                code = await proc.wait()
-                nursery.cancel_scope.cancel()
-        finally:
-            _signal_group(proc, signal.SIGKILL)  # leave no grandchild behind
-            if proc.returncode is None:  # cluster shutting down
-                with trio.CancelScope(shield=True):
-                    await proc.wait()
-        if code < 0:
-            return Outcome(128 - code, "Error")
-        return _outcome(code)
-
-    @staticmethod
-    async def _stop_on(stop: trio.Event, proc: trio.Process, grace: float) -> None:
-        await stop.wait()
-        _signal_group(proc, signal.SIGTERM)
-        with trio.move_on_after(grace):
-            await proc.wait()
-            return
-        _signal_group(proc, signal.SIGKILL)
-
-
-def _signal_group(proc: trio.Process, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
-
-
-# -- env resolution (CreateContainerConfigError) ------------------------------------------
-
-
-class ConfigError(Exception):
-    """A referenced Secret/ConfigMap (or key) is missing; str() is the kubelet's message."""
-
-
-def _lookup(ops: Operations, namespace: str, kind: str, name: str) -> Obj | None:
-    rt = SECRETS if kind == "Secret" else CONFIGMAPS
-    return ops.store.peek(rt.key, namespace, name)
-
-
-def _data(obj: Obj, kind: str) -> dict[str, str]:
-    import base64
-
-    if kind == "Secret":
-        out = {
-            k: base64.b64decode(v).decode(errors="replace")
-            for k, v in (obj.get("data") or {}).items()
-        }
-        out.update(obj.get("stringData") or {})
-        return out
-    return dict(obj.get("data") or {})
-
-
-def resolve_env(ops: Operations, namespace: str, container: Obj) -> dict[str, str]:
-    """The container's environment as the kubelet builds it; raises ConfigError."""
-    env: dict[str, str] = {}
-    for source in container.get("envFrom") or []:
-        for kind, field in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
-            ref = source.get(field)
-            if ref is None:
-                continue
-            obj = _lookup(ops, namespace, kind, ref.get("name", ""))
-            if obj is None:
-                if ref.get("optional"):
-                    continue
-                raise ConfigError(f'{kind.lower()} "{ref.get("name", "")}" not found')
-            prefix = source.get("prefix", "")
-            env.update({prefix + k: v for k, v in _data(obj, kind).items()})
-    for entry in container.get("env") or []:
-        if "value" in entry:
-            env[entry["name"]] = str(entry["value"])
-            continue
-        value_from = entry.get("valueFrom") or {}
-        for kind, field in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
-            ref = value_from.get(field)
-            if ref is None:
-                continue
-            obj = _lookup(ops, namespace, kind, ref.get("name", ""))
-            if obj is None:
-                if ref.get("optional"):
-                    continue
-                raise ConfigError(f'{kind.lower()} "{ref.get("name", "")}" not found')
-            data = _data(obj, kind)
-            if ref.get("key") not in data:
-                if ref.get("optional"):
-                    continue
-                raise ConfigError(
-                    f"couldn't find key {ref.get('key')} in {kind} {namespace}/{ref.get('name')}"
-                )
-            env[entry["name"]] = data[ref["key"]]
-        if "name" in entry and entry["name"] not in env and not value_from:
-            env[entry["name"]] = ""
-    return env
-
-
-# -- the kubelet --------------------------------------------------------------------------
 
 
 class Kubelet:
@@ -406,7 +204,7 @@ class Kubelet:
 
     async def _pull(self, key: PodKey, pod: Obj, container: Obj) -> bool:
         image, name = container.get("image", ""), container["name"]
-        error = _annotations(pod).get(ANNOTATION_PULL_ERROR)
+        error = annotations_of(pod).get(ANNOTATION_PULL_ERROR)
         policy = container.get("imagePullPolicy", "IfNotPresent")
         if error is None and policy != "Always":
             msg = f'Container image "{image}" already present on machine'
@@ -615,18 +413,3 @@ async def run_kubelet(
                     if stop is not None:
                         stop.set()
     raise AssertionError("unreachable")
-
-
-__all__ = [
-    "ANNOTATION_DURATION",
-    "ANNOTATION_EVICT",
-    "ANNOTATION_EXIT_CODE",
-    "ANNOTATION_OOM",
-    "ANNOTATION_PULL_ERROR",
-    "NODE_NAME",
-    "Kubelet",
-    "LocalProcessRuntime",
-    "ScriptedRuntime",
-    "resolve_env",
-    "run_kubelet",
-]

@@ -1,0 +1,81 @@
+"""Container environment as a kubelet builds it: `env` values, and `env[].valueFrom` /
+`envFrom` resolved from the namespace's Secrets and ConfigMaps. A missing object or key is
+`CreateContainerConfigError` with the kubelet's message (`secret "x" not found`).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import TYPE_CHECKING
+
+from .resources import CONFIGMAPS, SECRETS
+
+if TYPE_CHECKING:
+    from .objects import Obj
+    from .operations import Operations
+
+
+class ConfigError(Exception):
+    """A referenced Secret/ConfigMap (or key) is missing; str() is the kubelet's message."""
+
+
+def _lookup(ops: Operations, namespace: str, kind: str, name: str) -> Obj | None:
+    rt = SECRETS if kind == "Secret" else CONFIGMAPS
+    return ops.store.peek(rt.key, namespace, name)
+
+
+def _data(obj: Obj, kind: str) -> dict[str, str]:
+
+    if kind == "Secret":
+        out = {
+            k: base64.b64decode(v).decode(errors="replace")
+            for k, v in (obj.get("data") or {}).items()
+        }
+        out.update(obj.get("stringData") or {})
+        return out
+    return dict(obj.get("data") or {})
+
+
+def resolve_env(ops: Operations, namespace: str, container: Obj) -> dict[str, str]:
+    """The container's environment as the kubelet builds it; raises ConfigError."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        for kind, field in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
+            ref = source.get(field)
+            if ref is None:
+                continue
+            obj = _lookup(ops, namespace, kind, ref.get("name", ""))
+            if obj is None:
+                if ref.get("optional"):
+                    continue
+                raise ConfigError(f'{kind.lower()} "{ref.get("name", "")}" not found')
+            prefix = source.get("prefix", "")
+            env.update({prefix + k: v for k, v in _data(obj, kind).items()})
+    for entry in container.get("env") or []:
+        if "value" in entry:
+            env[entry["name"]] = str(entry["value"])
+            continue
+        value_from = entry.get("valueFrom") or {}
+        for kind, field in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
+            ref = value_from.get(field)
+            if ref is None:
+                continue
+            obj = _lookup(ops, namespace, kind, ref.get("name", ""))
+            if obj is None:
+                if ref.get("optional"):
+                    continue
+                raise ConfigError(f'{kind.lower()} "{ref.get("name", "")}" not found')
+            data = _data(obj, kind)
+            if ref.get("key") not in data:
+                if ref.get("optional"):
+                    continue
+                raise ConfigError(
+                    f"couldn't find key {ref.get('key')} in {kind} {namespace}/{ref.get('name')}"
+                )
+            env[entry["name"]] = data[ref["key"]]
+        if "name" in entry and entry["name"] not in env and not value_from:
+            env[entry["name"]] = ""
+    return env
+
+
+# -- the kubelet --------------------------------------------------------------------------
