@@ -65,7 +65,7 @@ async def http(cluster: DevCluster) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def wait_for(
-    probe: Callable[[], Awaitable[Any]], *, within: float = 5.0, interval: float = 0.01
+    probe: Callable[[], Awaitable[Any]], *, within: float = 10.0, interval: float = 0.01
 ) -> Any:
     """Poll `probe` until it returns something truthy, within a hard deadline."""
     with trio.fail_after(within):
@@ -81,7 +81,7 @@ def condition_types(job: dict[str, Any]) -> list[str]:
 
 
 async def wait_job_condition(
-    http: httpx.AsyncClient, name: str, ctype: str, within: float = 5.0
+    http: httpx.AsyncClient, name: str, ctype: str, within: float = 10.0
 ) -> dict[str, Any]:
     async def probe() -> dict[str, Any] | None:
         job: dict[str, Any] = (await http.get(f"{JOBS}/{name}")).json()
