@@ -25,7 +25,8 @@ from minio.credentials.credentials import Credentials
 
 from nexusd.core.clock import ManualClock, SystemClock
 from nexusd.core.errors import StoreError
-from nexusd.stores.s3 import MAX_URL_VALIDITY, S3PayloadStore, S3Settings, open_s3_store
+from nexusd.stores.s3 import MAX_URL_VALIDITY, S3PayloadStore, open_s3_store
+from nexusd.stores.s3_settings import S3Settings
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -23,7 +23,8 @@ from nexusd.kube.shards import Shard, shard_name_for
 from nexusd.stores.filesystem import FilesystemPayloadStore
 from nexusd.stores.memory import MemoryCheckpointStore
 from nexusd.stores.postgres import PostgresCheckpointStore
-from nexusd.stores.s3 import S3Settings, open_s3_store
+from nexusd.stores.s3 import open_s3_store
+from nexusd.stores.s3_settings import S3Settings
 from nexusd.stores.signing import UrlSigner, load_or_create_secret
 from nexusd.stores.sqlite import SqliteCheckpointStore
 
@@ -126,16 +127,19 @@ async def open_payload_store(
         if bool(s3.access_key_id) != bool(s3.secret_access_key):
             raise ConfigError("s3.access_key_id and s3.secret_access_key: give both or neither")
         endpoint = s3.endpoint or f"https://s3.{s3.region}.amazonaws.com"
-        config = S3Settings(
-            endpoint=endpoint,
-            bucket=s3.bucket,
-            prefix=s3.prefix,
-            region=s3.region,
-            path_style=s3.path_style,
-            access_key=s3.access_key_id or None,
-            secret_key=s3.secret_access_key or None,
-            request_timeout_s=settings.kube.request_timeout,
-        )
+        try:
+            config = S3Settings(
+                endpoint=endpoint,
+                bucket=s3.bucket,
+                prefix=s3.prefix,
+                region=s3.region,
+                path_style=s3.path_style,
+                access_key=s3.access_key_id or None,
+                secret_key=s3.secret_access_key or None,
+                request_timeout_s=settings.kube.request_timeout,
+            )
+        except ValueError as exc:  # the message starts with the field: endpoint, bucket...
+            raise ConfigError(f"s3.{exc}") from None
         async with open_s3_store(config, clock=clock) as store:
             logger.info("payload store: S3 bucket %s at %s", s3.bucket, endpoint)
             yield store
