@@ -61,3 +61,26 @@ def test_environment_errors_stop_the_real_executable(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "NEXUS__HTTP__PROT: unknown key http.prot" in result.stderr
+
+
+def test_bad_backend_settings_exit_2_naming_the_key(tmp_path: Path) -> None:
+    cases = [
+        ({"NEXUS__PAYLOADS__KIND": "s3"}, 's3.bucket: required when payloads.kind = "s3"'),
+        (
+            {"NEXUS__PAYLOADS__KIND": "s3", "NEXUS__S3__BUCKET": "Bad_Bucket"},
+            "s3.bucket: 'Bad_Bucket' is not a valid S3 bucket name",
+        ),
+        ({"NEXUS__STORE__KIND": "postgres"}, 'postgres.dsn: required when store.kind = "postgres"'),
+    ]
+    for environ, message in cases:
+        result = subprocess.run(
+            [sys.executable, "-m", "nexusd", "receiver", "--port", "0"],
+            env={"PATH": "/usr/bin:/bin", "NEXUS__DATA__DIR": str(tmp_path), **environ},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            check=False,
+        )
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr
