@@ -24,14 +24,13 @@ from nexusd.stores.postgres import (
 )
 from nexusd.stores.postgres_admin import init_schema, migrate
 from nexusd.stores.postgres_schema import (
-    COLUMN_LIST,
-    COLUMNS,
     MIGRATIONS,
     SCHEMA_VERSION,
     VERSION_TABLE,
     encode_checkpoint,
     encode_submission,
 )
+from nexusd.stores.sql_reads import COLUMN_LIST, COLUMNS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

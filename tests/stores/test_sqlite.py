@@ -19,10 +19,9 @@ import trio.testing
 
 from nexusd.core.errors import AlreadyExists, NotFound, StoreError
 from nexusd.core.lifecycle import Stage
+from nexusd.stores.sql_reads import COLUMN_LIST, COLUMNS
 from nexusd.stores.sqlite import SqliteCheckpointStore, open_sqlite_store
 from nexusd.stores.sqlite_schema import (
-    COLUMN_LIST,
-    COLUMNS,
     MIGRATIONS,
     SCHEMA_VERSION,
     encode_checkpoint,

@@ -36,6 +36,16 @@ def _data(obj: Obj, kind: str) -> dict[str, str]:
     return dict(obj.get("data") or {})
 
 
+def _referenced(ops: Operations, namespace: str, kind: str, ref: Obj) -> dict[str, str] | None:
+    """The data of the Secret/ConfigMap `ref` names; None if it is optional and missing."""
+    obj = _lookup(ops, namespace, kind, ref.get("name", ""))
+    if obj is None:
+        if ref.get("optional"):
+            return None
+        raise ConfigError(f'{kind.lower()} "{ref.get("name", "")}" not found')
+    return _data(obj, kind)
+
+
 def resolve_env(ops: Operations, namespace: str, container: Obj) -> dict[str, str]:
     """The container's environment as the kubelet builds it; raises ConfigError."""
     env: dict[str, str] = {}
@@ -44,13 +54,10 @@ def resolve_env(ops: Operations, namespace: str, container: Obj) -> dict[str, st
             ref = source.get(field)
             if ref is None:
                 continue
-            obj = _lookup(ops, namespace, kind, ref.get("name", ""))
-            if obj is None:
-                if ref.get("optional"):
-                    continue
-                raise ConfigError(f'{kind.lower()} "{ref.get("name", "")}" not found')
-            prefix = source.get("prefix", "")
-            env.update({prefix + k: v for k, v in _data(obj, kind).items()})
+            data = _referenced(ops, namespace, kind, ref)
+            if data is not None:
+                prefix = source.get("prefix", "")
+                env.update({prefix + k: v for k, v in data.items()})
     for entry in container.get("env") or []:
         if "value" in entry:
             env[entry["name"]] = str(entry["value"])
@@ -60,12 +67,9 @@ def resolve_env(ops: Operations, namespace: str, container: Obj) -> dict[str, st
             ref = value_from.get(field)
             if ref is None:
                 continue
-            obj = _lookup(ops, namespace, kind, ref.get("name", ""))
-            if obj is None:
-                if ref.get("optional"):
-                    continue
-                raise ConfigError(f'{kind.lower()} "{ref.get("name", "")}" not found')
-            data = _data(obj, kind)
+            data = _referenced(ops, namespace, kind, ref)
+            if data is None:
+                continue
             if ref.get("key") not in data:
                 if ref.get("optional"):
                     continue

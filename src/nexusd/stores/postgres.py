@@ -73,8 +73,6 @@ from nexusd.stores.postgres_admin import (
 )
 from nexusd.stores.postgres_calls import CANCEL_GRACE_S, Call
 from nexusd.stores.postgres_schema import (
-    COLUMN_LIST,
-    COLUMNS,
     decode_checkpoint,
     decode_submission,
     decode_time,
@@ -82,7 +80,7 @@ from nexusd.stores.postgres_schema import (
     encode_submission,
     encode_value,
 )
-from nexusd.stores.sql_reads import SqlReads
+from nexusd.stores.sql_reads import COLUMN_LIST, COLUMNS, SqlReads
 from nexusd.stores.validation import (
     allowed_sources,
     check_aware,
@@ -199,7 +197,6 @@ class PostgresCheckpointStore(SqlReads):
     """The `CheckpointStore` protocol on PostgreSQL. Build it with `open`."""
 
     MARK = "%s"
-    COLUMNS = COLUMN_LIST
     _decode_checkpoint = staticmethod(decode_checkpoint)
     _decode_submission = staticmethod(decode_submission)
 

@@ -35,34 +35,13 @@ from psycopg.types.json import Json
 from nexusd.core.errors import StoreError
 from nexusd.core.lifecycle import Stage
 from nexusd.core.records import Checkpoint, ParentRef, SubmissionEntry
+from nexusd.stores.sql_reads import COLUMNS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import psycopg
 
-COLUMNS = (
-    "algorithm",
-    "id",
-    "lifecycle_stage",
-    "payload_uri",
-    "result_uri",
-    "algorithm_failure_cause",
-    "algorithm_failure_details",
-    "received_by_host",
-    "received_at",
-    "sent_at",
-    "applied_configuration",
-    "configuration_overrides",
-    "content_hash",
-    "last_modified",
-    "tag",
-    "api_version",
-    "job_uid",
-    "parent",
-    "payload_valid_for",
-)
-COLUMN_LIST = ", ".join(COLUMNS)
 VERSION_TABLE = "nexusd_schema_migrations"
 #: The advisory lock every schema change holds (any fixed bigint; this is b"nexusdsc").
 SCHEMA_LOCK_KEY = 0x6E65787573647363

@@ -1,4 +1,4 @@
-"""The point and index reads both SQL stores make, written once.
+"""What both SQL stores share: upstream's column list, and the point and index reads.
 
 SQLite and PostgreSQL differ in their placeholder (`?` / `%s`), in how they run a query (the
 SQLite read pool, the PostgreSQL connection pool) and in how a row decodes (text timestamps vs
@@ -17,13 +17,36 @@ if TYPE_CHECKING:
     from nexusd.core.records import Checkpoint, SubmissionEntry
 
 
+#: upstream's `checkpoints` columns (contract §4.1), in the order the row decoders expect
+COLUMNS = (
+    "algorithm",
+    "id",
+    "lifecycle_stage",
+    "payload_uri",
+    "result_uri",
+    "algorithm_failure_cause",
+    "algorithm_failure_details",
+    "received_by_host",
+    "received_at",
+    "sent_at",
+    "applied_configuration",
+    "configuration_overrides",
+    "content_hash",
+    "last_modified",
+    "tag",
+    "api_version",
+    "job_uid",
+    "parent",
+    "payload_valid_for",
+)
+COLUMN_LIST = ", ".join(COLUMNS)
+
+
 class SqlReads:
     """Mixin: `get`, `get_submission`, `by_tag`, `by_host_and_stage` over `_select`."""
 
     #: the driver's placeholder
     MARK: ClassVar[str]
-    #: the checkpoint columns in the order the decoder expects
-    COLUMNS: ClassVar[str]
 
     @staticmethod
     def _decode_checkpoint(row: Sequence[Any]) -> Checkpoint:
@@ -38,7 +61,7 @@ class SqlReads:
 
     async def get(self, *, algorithm: str, request_id: str) -> Checkpoint | None:
         rows = await self._select(
-            f"SELECT {self.COLUMNS} FROM checkpoints WHERE algorithm = {self.MARK} "
+            f"SELECT {COLUMN_LIST} FROM checkpoints WHERE algorithm = {self.MARK} "
             f"AND id = {self.MARK}",
             (algorithm, request_id),
         )
@@ -54,7 +77,7 @@ class SqlReads:
 
     async def by_tag(self, *, tag: str) -> list[Checkpoint]:
         rows = await self._select(
-            f"SELECT {self.COLUMNS} FROM checkpoints WHERE tag = {self.MARK} "
+            f"SELECT {COLUMN_LIST} FROM checkpoints WHERE tag = {self.MARK} "
             "ORDER BY received_at, algorithm, id",
             (tag,),
         )
@@ -62,7 +85,7 @@ class SqlReads:
 
     async def by_host_and_stage(self, *, host: str, stage: Stage) -> list[Checkpoint]:
         rows = await self._select(
-            f"SELECT {self.COLUMNS} FROM checkpoints "
+            f"SELECT {COLUMN_LIST} FROM checkpoints "
             f"WHERE received_by_host = {self.MARK} AND lifecycle_stage = {self.MARK} "
             "ORDER BY received_at, algorithm, id",
             (host, str(Stage(stage))),

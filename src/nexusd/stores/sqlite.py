@@ -37,10 +37,8 @@ from nexusd.core.errors import AlreadyExists, NotFound, StoreError
 from nexusd.core.lifecycle import TERMINAL, Stage
 from nexusd.core.records import Checkpoint, SubmissionEntry, Transition
 from nexusd.stores.checkpoints import DEFAULT_PAGE
-from nexusd.stores.sql_reads import SqlReads
+from nexusd.stores.sql_reads import COLUMN_LIST, COLUMNS, SqlReads
 from nexusd.stores.sqlite_schema import (
-    COLUMN_LIST,
-    COLUMNS,
     decode_checkpoint,
     decode_submission,
     decode_time,
@@ -182,7 +180,6 @@ class SqliteCheckpointStore(SqlReads):
     """The `CheckpointStore` protocol on one SQLite file. Build it with `open`."""
 
     MARK = "?"
-    COLUMNS = COLUMN_LIST
     _decode_checkpoint = staticmethod(decode_checkpoint)
     _decode_submission = staticmethod(decode_submission)
 

@@ -27,34 +27,13 @@ from typing import TYPE_CHECKING, Any
 from nexusd.core.errors import StoreError
 from nexusd.core.lifecycle import Stage
 from nexusd.core.records import Checkpoint, ParentRef, SubmissionEntry
+from nexusd.stores.sql_reads import COLUMNS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import apsw
 
-COLUMNS = (
-    "algorithm",
-    "id",
-    "lifecycle_stage",
-    "payload_uri",
-    "result_uri",
-    "algorithm_failure_cause",
-    "algorithm_failure_details",
-    "received_by_host",
-    "received_at",
-    "sent_at",
-    "applied_configuration",
-    "configuration_overrides",
-    "content_hash",
-    "last_modified",
-    "tag",
-    "api_version",
-    "job_uid",
-    "parent",
-    "payload_valid_for",
-)
-COLUMN_LIST = ", ".join(COLUMNS)
 
 _V1 = """
 CREATE TABLE checkpoints (
