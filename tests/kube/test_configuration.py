@@ -5,12 +5,15 @@ embedded cluster cannot trigger on demand are in test_configuration_faults.py)."
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import pytest
 import trio
 
+from nexusd.core.errors import KubeNotFound
 from nexusd.kube.client import TEMPLATES, WORKGROUPS, KubeClient
 from nexusd.kube.configuration import ConfigurationCache, run_configuration_cache
+from nexusd.kube.credentials import load_credentials
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -101,3 +104,19 @@ async def test_resync_relists(kube: KubeClient, nursery: trio.Nursery, make_temp
     await eventually(lambda: cache.template("t") is not None)
     await eventually(lambda: kube.statistics().total(verb="list") >= lists_before + 4)
     assert cache.template("t") is not None
+
+
+async def test_missing_crds_stop_the_cache_with_what_to_do(dev_cluster: Any) -> None:
+    """A cluster without nexusd's CRDs: a deployment mistake, said plainly (no retry loop)."""
+    credentials = await trio.to_thread.run_sync(load_credentials, dev_cluster.kubeconfig_path)
+    client = KubeClient(credentials=credentials, timeout=10.0)
+    try:
+        with pytest.RaisesGroup(
+            pytest.RaisesExc(KubeNotFound, match=r"install its CustomResourceDefinitions"),
+            flatten_subgroups=True,
+        ):
+            await run_configuration_cache(
+                client=client, namespace="nexus", cache=ConfigurationCache()
+            )
+    finally:
+        await client.aclose()

@@ -21,7 +21,7 @@ from typing import Any, Final, NoReturn, Protocol
 
 import trio
 
-from nexusd.core.errors import KubeUnavailable
+from nexusd.core.errors import KubeNotFound, KubeUnavailable
 from nexusd.kube.client import KubeClient, Resource, WatchEvent, WatchExpired
 
 logger = logging.getLogger(__name__)
@@ -95,11 +95,24 @@ class _Watcher:
         return version
 
     async def initial_list(self) -> str:
-        """List until it succeeds (transient errors only); returns the resourceVersion."""
+        """List until it succeeds (transient errors only); returns the resourceVersion.
+
+        A resource the server does not serve at all is a deployment mistake, said plainly.
+        """
         attempt = 0
         while True:
             try:
                 return await self.list_into_sink()
+            except KubeNotFound as exc:
+                resource = self.resource
+                raise KubeNotFound(
+                    f"the cluster at {self.client.server} does not serve "
+                    f"{resource.plural}.{resource.group or 'core'}/{resource.version} ({exc}); "
+                    "for nexusd's NexusAlgorithmTemplate and NexusAlgorithmWorkgroup, install "
+                    "its CustomResourceDefinitions: kubectl apply -f crds/",
+                    status=exc.status,
+                    reason=exc.reason,
+                ) from None
             except KubeUnavailable as exc:
                 delay = backoff_delay(attempt)
                 attempt += 1
