@@ -6,6 +6,9 @@ the namespace's Events, through kube/watching.py (relists on 410, reconnects wit
 Output: `ClusterView`, a cache the reconciler reads without I/O, and a wake-up for every run
 whose Job, pods or events changed (level-triggered: the reconciler looks at the whole state
 again, so a missed or duplicated event never matters).
+
+Memory stays bounded by the runs: only Events about Jobs and Pods are kept, and a Job's
+Events (and its pods') are dropped with the Job.
 """
 
 from __future__ import annotations
@@ -33,6 +36,15 @@ RunKey = tuple[str, str]  # (algorithm, request id)
 
 def _name(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("name") or "")
+
+
+def _involved_name(event: Obj) -> str:
+    return str((event.get("involvedObject") or {}).get("name") or "")
+
+
+def _about_a_run(event: Obj) -> bool:
+    """Events the rules can use: about Jobs and Pods (not Deployments, Nodes...)."""
+    return (event.get("involvedObject") or {}).get("kind") in ("Job", "Pod")
 
 
 def _labels(obj: Obj) -> dict[str, str]:
@@ -87,7 +99,7 @@ class ClusterView:
             for pod in items:
                 self._put_pod(pod)
         elif resource == EVENTS:
-            self._events = {_name(event): event for event in items}
+            self._events = {_name(event): event for event in items if _about_a_run(event)}
 
     def apply(self, resource: Resource, event: WatchEvent) -> None:
         obj = event.object
@@ -97,6 +109,7 @@ class ClusterView:
         if resource == JOBS:
             if deleted:
                 self._jobs.pop(_name(obj), None)
+                self._forget_events(_name(obj))
             else:
                 self._jobs[_name(obj)] = obj
             self._changed_job(obj)
@@ -108,7 +121,7 @@ class ClusterView:
         elif resource == EVENTS:
             if deleted:
                 self._events.pop(_name(obj), None)
-            else:
+            elif _about_a_run(obj):
                 self._events[_name(obj)] = obj
                 self._changed_event(obj)
 
@@ -128,6 +141,11 @@ class ClusterView:
             if not self._pods_by_run[run]:
                 del self._pods_by_run[run]
             self._notify(_labels(pod).get(ALGORITHM_LABEL, ""), run)
+
+    def _forget_events(self, request_id: str) -> None:
+        names = {request_id, *self._pods_by_run.get(request_id, ())}
+        for key in [k for k, e in self._events.items() if _involved_name(e) in names]:
+            del self._events[key]
 
     def _changed_job(self, job: Obj) -> None:
         self._notify(_labels(job).get(ALGORITHM_LABEL, ""), _name(job))

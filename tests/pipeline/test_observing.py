@@ -1,0 +1,72 @@
+"""The maintainer's ClusterView as an informer sink: pure, fed hand-built objects (the same
+shapes the embedded cluster serves); nothing else is involved."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nexusd.kube.client import EVENTS, JOBS, PODS, WatchEvent
+from nexusd.pipeline.observing import ClusterView
+
+LABELS = {
+    "science.sneaksanddata.com/algorithm-template-name": "algo",
+    "science.sneaksanddata.com/nexus-component": "algorithm-run",
+}
+
+
+def job(name: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "labels": LABELS}}
+
+
+def pod(name: str, run: str) -> dict[str, Any]:
+    labels = {**LABELS, "batch.kubernetes.io/job-name": run}
+    return {"metadata": {"name": name, "labels": labels}}
+
+
+def event(name: str, kind: str, about: str, rv: int) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "resourceVersion": str(rv)},
+        "involvedObject": {"kind": kind, "name": about},
+        "reason": name,
+    }
+
+
+def test_indexes_pods_and_events_by_run_and_wakes_the_run() -> None:
+    woken: list[tuple[str, str]] = []
+    view = ClusterView(shard="dev", on_change=woken.append)
+    view.replace_all(JOBS, [job("run-1")])
+    view.replace_all(PODS, [pod("run-1-abcde", "run-1")])
+    view.replace_all(
+        EVENTS,
+        [
+            event("created", "Job", "run-1", 2),
+            event("started", "Pod", "run-1-abcde", 3),
+            event("scaled", "Deployment", "run-1", 4),  # not about a run: not kept
+        ],
+    )
+    assert woken == []  # nothing wakes before the initial lists are in
+    view.synced = True
+    assert [p["metadata"]["name"] for p in view.pods("run-1")] == ["run-1-abcde"]
+    assert [e["reason"] for e in view.events("run-1")] == ["created", "started"]
+    view.apply(EVENTS, WatchEvent("ADDED", event("backoff", "Pod", "run-1-abcde", 5)))
+    assert woken == [("algo", "run-1")]
+    assert [e["reason"] for e in view.events("run-1")][-1] == "backoff"
+
+
+def test_a_deleted_job_takes_its_events_along() -> None:
+    view = ClusterView(shard="dev", on_change=lambda key: None)
+    view.replace_all(JOBS, [job("run-1"), job("run-2")])
+    view.replace_all(PODS, [pod("run-1-abcde", "run-1"), pod("run-2-fghij", "run-2")])
+    view.replace_all(
+        EVENTS,
+        [
+            event("a", "Job", "run-1", 1),
+            event("b", "Pod", "run-1-abcde", 2),
+            event("c", "Pod", "run-2-fghij", 3),
+        ],
+    )
+    view.synced = True
+    view.apply(JOBS, WatchEvent("DELETED", job("run-1")))
+    assert view.job("run-1") is None
+    assert view.events("run-1") == []
+    assert [e["reason"] for e in view.events("run-2")] == ["c"]
