@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
-from tests.servers.postgres import running_postgres
 
 from nexusd.core.clock import SystemClock
-from nexusd.core.lifecycle import Stage
-from nexusd.core.records import Checkpoint, SubmissionEntry
 from nexusd.stores.postgres import open_postgres_store
 from nexusd.stores.sqlite import open_sqlite_store
+from tests.perf.store_load import put_load
+from tests.servers.postgres import running_postgres
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
@@ -36,14 +33,6 @@ if TYPE_CHECKING:
 RUNS = 10_000
 CONCURRENCY = 200
 POOL_SIZE = 32
-TEMPLATE = {
-    "apiVersion": "batch/v1",
-    "kind": "Job",
-    "metadata": {"name": "x", "labels": {"science.sneaksanddata.com/algorithm-template-name": "a"}},
-    "spec": {
-        "template": {"spec": {"containers": [{"image": "algo:1", "args": ["--sas-uri=..."]}]}}
-    },
-}
 
 
 async def bench(
@@ -52,54 +41,9 @@ async def bench(
     runs: int,
     concurrency: int,
 ) -> tuple[str, float]:
-    clock = SystemClock()
-    latencies: list[float] = []
     async with opener as store:
-        ids = iter(range(runs))
-
-        async def worker() -> None:
-            for _ in ids:
-                run_id = str(uuid.uuid4())
-                now = clock.now()
-                checkpoint = Checkpoint(
-                    algorithm="bench",
-                    id=run_id,
-                    lifecycle_stage=Stage.BUFFERED,
-                    received_at=now,
-                    last_modified=now,
-                    received_by_host="bench-host",
-                    applied_configuration={"container": {"image": "algo:1"}, "cpu": "1"},
-                    payload_uri=f"https://nexus/data/v1/payloads/bench/requests/{run_id}",
-                )
-                entry = SubmissionEntry(
-                    algorithm="bench", id=run_id, cluster="s", template=TEMPLATE
-                )
-                started = time.perf_counter()
-                await store.create(checkpoint=checkpoint, submission=entry)
-                latencies.append(time.perf_counter() - started)
-                for to, changes in (
-                    (Stage.RUNNING, {"job_uid": run_id, "sent_at": clock.now()}),
-                    (Stage.COMPLETED, {"result_uri": "https://nexus/r"}),
-                ):
-                    moved = await store.transition(
-                        algorithm="bench", request_id=run_id, to=to, changes=changes
-                    )
-                    assert moved.applied
-
-        started = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            for _ in range(concurrency):
-                nursery.start_soon(worker)
-        elapsed = time.perf_counter() - started
-    latencies.sort()
-    writes_per_s = 3 * runs / elapsed
-    line = (
-        f"{label:<28} runs={runs} concurrency={concurrency} elapsed={elapsed:.2f}s "
-        f"writes/s={writes_per_s:,.0f} runs/s={runs / elapsed:,.0f} "
-        f"create p50={latencies[len(latencies) // 2] * 1e3:.2f}ms "
-        f"p99={latencies[int(len(latencies) * 0.99)] * 1e3:.2f}ms"
-    )
-    return line, writes_per_s
+        result = await put_load(store, clock=SystemClock(), runs=runs, concurrency=concurrency)
+    return f"{label:<28} {result.describe()}", result.writes_per_s
 
 
 def run_all(runs: int = RUNS, concurrency: int = CONCURRENCY, pool: int = POOL_SIZE) -> list[str]:

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 import trio
-from tests.servers.nexusd import nexusd_process
 
 from nexusd.core.clock import SystemClock
 from nexusd.core.lifecycle import Stage
 from nexusd.core.records import Checkpoint
 from nexusd.stores.sqlite import SqliteCheckpointStore
+from tests.servers.nexusd import nexusd_process
 
 if TYPE_CHECKING:
     from pathlib import Path

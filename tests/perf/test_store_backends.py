@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import trio
+
 from tests.conftest import template
 from tests.servers.clusters import WORKGROUP, start_cluster
 from tests.servers.nexusd import nexusd_process

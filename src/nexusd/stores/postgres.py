@@ -199,6 +199,7 @@ class PostgresCheckpointStore(SqlReads):
     MARK = "%s"
     _decode_checkpoint = staticmethod(decode_checkpoint)
     _decode_submission = staticmethod(decode_submission)
+    _decode_time = staticmethod(decode_time)
 
     def __init__(self, *, clock: Clock, pool: ConnectionPool[Connection], dsn: str) -> None:
         self._clock = clock
@@ -458,10 +459,6 @@ class PostgresCheckpointStore(SqlReads):
         return await self._run(delete)
 
     # --- reads ---------------------------------------------------------------------------
-
-    async def heartbeats(self) -> dict[str, dt.datetime]:
-        rows = await self._select("SELECT host, last_seen FROM scheduler_heartbeats", ())
-        return {host: decode_time(last_seen) for host, last_seen in rows}
 
     async def stale(
         self,

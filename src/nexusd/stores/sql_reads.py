@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from nexusd.core.lifecycle import Stage
 
 if TYPE_CHECKING:
+    import datetime as dt
     from collections.abc import Sequence
 
     from nexusd.core.records import Checkpoint, SubmissionEntry
@@ -43,7 +44,8 @@ COLUMN_LIST = ", ".join(COLUMNS)
 
 
 class SqlReads:
-    """Mixin: `get`, `get_submission`, `by_tag`, `by_host_and_stage` over `_select`."""
+    """Mixin: `heartbeats`, `get`, `get_submission`, `by_tag`, `by_host_and_stage` over
+    `_select`."""
 
     #: the driver's placeholder
     MARK: ClassVar[str]
@@ -56,8 +58,16 @@ class SqlReads:
     def _decode_submission(row: Sequence[Any]) -> SubmissionEntry:
         raise NotImplementedError
 
+    @staticmethod
+    def _decode_time(value: Any) -> dt.datetime:
+        raise NotImplementedError
+
     async def _select(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         raise NotImplementedError
+
+    async def heartbeats(self) -> dict[str, dt.datetime]:
+        rows = await self._select("SELECT host, last_seen FROM scheduler_heartbeats", ())
+        return {host: self._decode_time(last_seen) for host, last_seen in rows}
 
     async def get(self, *, algorithm: str, request_id: str) -> Checkpoint | None:
         rows = await self._select(

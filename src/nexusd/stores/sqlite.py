@@ -183,6 +183,10 @@ class SqliteCheckpointStore(SqlReads):
     _decode_checkpoint = staticmethod(decode_checkpoint)
     _decode_submission = staticmethod(decode_submission)
 
+    @staticmethod
+    def _decode_time(value: Any) -> dt.datetime:
+        return decode_time(str(value))  # stored as ISO-8601 text
+
     def __init__(
         self, *, clock: Clock, writer: GroupCommitWriter, readers: _ReadPool, path: Path
     ) -> None:
@@ -352,10 +356,6 @@ class SqliteCheckpointStore(SqlReads):
         return result
 
     # --- reads ---------------------------------------------------------------------------
-
-    async def heartbeats(self) -> dict[str, dt.datetime]:
-        rows = await self._select("SELECT host, last_seen FROM scheduler_heartbeats", ())
-        return {host: decode_time(last_seen) for host, last_seen in rows}
 
     async def stale(
         self,
