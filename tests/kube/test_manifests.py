@@ -19,6 +19,7 @@ from nexusd.kube.manifests import (
     job_args,
     parent_owner_reference,
 )
+from nexusd.kube.overrides import merge_overrides, validate_overrides
 
 REQUEST_ID = "8c3bd1a2-0a5e-4d0e-9d0c-2f5f3c9a7b11"
 PAYLOAD_URL = "https://payloads.example/algorithm=hello-world/8c3b?sig=a%2Fb&exp=1"
@@ -216,10 +217,20 @@ def test_custom_resources_are_limits_and_requests(template_spec, workgroup_spec)
         ("5m", "0m"),  # 0.5 -> 0: %.0f rounds half to even, as Go does
         ("1.0005", "100m"),  # MilliValue rounds up: 1001m * 0.1 = 100.1
         (3, "300m"),
+        ("1n", "0m"),  # 1m * 0.1: a zero request, which the API server accepts
+        ("1e-50", "0m"),  # Kubernetes reads 1n
+        ("6m", "1m"),
+        ("9223372036854775807m", "922337203685477632m"),  # the largest: float64 formats it
     ],
 )
 def test_cpu_request_table(limit, expected):
     assert cpu_request(str(limit)) == expected
+
+
+@pytest.mark.parametrize("limit", ["1e400", "NaN", "Infinity", "lots"])
+def test_cpu_request_of_an_unusable_limit_is_a_value_error(limit):
+    with pytest.raises(ValueError, match="is not a quantity Kubernetes can hold"):
+        cpu_request(limit)
 
 
 def test_newer_shape_limits_and_requests_override():
@@ -303,6 +314,37 @@ def test_pod_failure_policy_table(template_spec, workgroup_spec, behaviour, rule
         template_spec["errorHandlingBehaviour"] = behaviour
     job = make_job(template_spec, workgroup_spec)
     assert job["spec"]["podFailurePolicy"] == {"rules": rules}
+
+
+def test_exit_codes_are_sorted_and_unique(template_spec, workgroup_spec):
+    """Kubernetes refuses `values` out of order or repeated; the set means the same."""
+    template_spec["errorHandlingBehaviour"] = {
+        "fatalExitCodes": [139, 137, 139],
+        "transientExitCodes": [3, -1],
+    }
+    job = make_job(template_spec, workgroup_spec)
+    assert job["spec"]["podFailurePolicy"] == {
+        "rules": [DISRUPTION_RULE, exit_rule("FailJob", [137, 139]), exit_rule("Ignore", [-1, 3])]
+    }
+
+
+def test_run_env_overrides_reach_the_container(template_spec, workgroup_spec):
+    overrides = {
+        "runtimeEnvironment": {
+            "environmentVariables": [
+                {"name": "MODE", "value": "fast"},
+                {"name": "NEXUS__CLIENT__RECEIVER", "value": "http://other:8080"},
+            ]
+        }
+    }
+    assert validate_overrides(overrides) == []
+    env = env_of(make_job(merge_overrides(template_spec, overrides), workgroup_spec))
+    assert env == [
+        ("NEXUS__CLIENT__RECEIVER", "http://other:8080"),
+        ("MODE", "fast"),
+        ("NEXUS__ALGORITHM_NAME", "hello-world"),
+        ("NEXUS__SHARD_NAME", "kind-nexus-shard-0"),
+    ]
 
 
 def test_pod_spec_placement_and_restart_policy(template_spec, workgroup_spec):

@@ -67,7 +67,6 @@ def test_override_wins_when_non_empty(template_spec, overrides, path, expected):
         {"args": ["x"]},
         {"container": {"serviceAccountName": "root"}},
         {"computeResources": {"customResources": {"nvidia.com/gpu": "8"}}},
-        {"runtimeEnvironment": {"environmentVariables": [{"name": "X", "value": "1"}]}},
         {"runtimeEnvironment": {"mappedEnvironmentVariables": [{"secretRef": {"name": "s"}}]}},
         {"runtimeEnvironment": {"annotations": {"a": "b"}}},
         {"errorHandlingBehaviour": {"fatalExitCodes": [1]}},
@@ -139,7 +138,7 @@ def test_merge_does_not_modify_inputs(template_spec):
         {},
         {"computeResources": {"cpuLimit": "2", "memoryLimit": "1Gi"}},
         {"computeResources": {"limits": {"cpu": "2", "memory": "1Gi"}, "requests": {"cpu": 1}}},
-        {"runtimeEnvironment": {"deadlineSeconds": 0, "maximumRetries": 3}},
+        {"runtimeEnvironment": {"deadlineSeconds": 1, "maximumRetries": 0}},
         {"container": {"versionTag": "1.2.3"}, "workgroupRef": {"name": "x"}},
         {"somethingUnknown": True},
     ],
@@ -156,15 +155,18 @@ def test_valid_overrides(overrides):
         ({"container": {"image": 3}}, "customConfiguration.container.image: must be a string"),
         (
             {"computeResources": {"cpuLimit": "2 cores"}},
-            "customConfiguration.computeResources.cpuLimit: '2 cores' is not a Kubernetes quantity",
+            "customConfiguration.computeResources.cpuLimit: "
+            "'2 cores' is not a Kubernetes quantity (like 500m, 2 or 1.5Gi)",
         ),
         (
             {"computeResources": {"memoryLimit": "-1Gi"}},
-            "customConfiguration.computeResources.memoryLimit: '-1Gi' is not a Kubernetes quantity",
+            "customConfiguration.computeResources.memoryLimit: "
+            "'-1Gi' is not a usable memory quantity (negative)",
         ),
         (
             {"computeResources": {"limits": {"cpu": "lots"}}},
-            "customConfiguration.computeResources.limits.cpu: 'lots' is not a Kubernetes quantity",
+            "customConfiguration.computeResources.limits.cpu: "
+            "'lots' is not a Kubernetes quantity (like 500m, 2 or 1.5Gi)",
         ),
         (
             {"computeResources": {"requests": ["cpu"]}},
@@ -174,22 +176,22 @@ def test_valid_overrides(overrides):
         (
             {"runtimeEnvironment": {"deadlineSeconds": "60"}},
             "customConfiguration.runtimeEnvironment.deadlineSeconds: "
-            "'60' must be a non-negative integer",
+            "'60' must be a positive integer (at most 2147483647)",
         ),
         (
             {"runtimeEnvironment": {"maximumRetries": -1}},
             "customConfiguration.runtimeEnvironment.maximumRetries: "
-            "-1 must be a non-negative integer",
+            "-1 must be an integer from 0 to 2147483647",
         ),
         (
             {"runtimeEnvironment": {"maximumRetries": True}},
             "customConfiguration.runtimeEnvironment.maximumRetries: "
-            "True must be a non-negative integer",
+            "True must be an integer from 0 to 2147483647",
         ),
         (
             {"runtimeEnvironment": {"deadlineSeconds": 2**31}},
             "customConfiguration.runtimeEnvironment.deadlineSeconds: "
-            "2147483648 must be a non-negative integer",
+            "2147483648 must be a positive integer (at most 2147483647)",
         ),
         (
             {"workgroupRef": {"name": ["a"]}},
@@ -257,7 +259,8 @@ def test_template_missing_fields(template_spec, path, problem):
         ),
         (
             {"computeResources": {"cpuLimit": "2 cores", "memoryLimit": "1Gi"}},
-            "spec.computeResources.cpuLimit: '2 cores' is not a Kubernetes quantity",
+            "spec.computeResources.cpuLimit: "
+            "'2 cores' is not a Kubernetes quantity (like 500m, 2 or 1.5Gi)",
         ),
         (
             {
@@ -268,7 +271,7 @@ def test_template_missing_fields(template_spec, path, problem):
                 }
             },
             "spec.computeResources.customResources.nvidia.com/gpu: "
-            "'one' is not a Kubernetes quantity",
+            "'one' is not a Kubernetes quantity (like 500m, 2 or 1.5Gi)",
         ),
         (
             {"errorHandlingBehaviour": {"fatalExitCodes": ["137"]}},
@@ -280,7 +283,8 @@ def test_template_missing_fields(template_spec, path, problem):
         ),
         (
             {"runtimeEnvironment": {"deadlineSeconds": "120"}},
-            "spec.runtimeEnvironment.deadlineSeconds: '120' must be a non-negative integer",
+            "spec.runtimeEnvironment.deadlineSeconds: "
+            "'120' must be a positive integer (at most 2147483647)",
         ),
         (
             {"runtimeEnvironment": {"environmentVariables": [{"value": "x"}]}},
@@ -328,3 +332,347 @@ def test_template_spec_must_be_an_object():
 )
 def test_workgroup_validation(spec, problems):
     assert validate_workgroup_spec(spec) == problems
+
+
+# --- environment variables (a nexusd addition: upstream drops them) ---------------------------
+
+
+def env_override(*items: dict[str, Any]) -> dict[str, Any]:
+    return {"runtimeEnvironment": {"environmentVariables": list(items)}}
+
+
+def test_env_override_replaces_in_place_then_appends(template_spec):
+    template_spec["runtimeEnvironment"]["environmentVariables"] = [
+        {"name": "A", "value": "a"},
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+        {"name": "C", "value": "c"},
+    ]
+    overrides = env_override(
+        {"name": "NEW", "value": "1"},
+        {"name": "TOKEN", "value": "literal"},
+        {"name": "EMPTY"},
+    )
+    assert validate_overrides(overrides) == []
+    merged = merge_overrides(template_spec, overrides)
+    assert merged["runtimeEnvironment"]["environmentVariables"] == [
+        {"name": "A", "value": "a"},
+        {"name": "TOKEN", "value": "literal"},
+        {"name": "C", "value": "c"},
+        {"name": "NEW", "value": "1"},
+        {"name": "EMPTY", "value": ""},
+    ]
+    assert validate_template_spec(merged) == []
+
+
+def test_env_override_replaces_every_template_duplicate(template_spec):
+    """Kubernetes lets the last duplicate win: each must carry the run's value."""
+    template_spec["runtimeEnvironment"]["environmentVariables"] = [
+        {"name": "X", "value": "1"},
+        {"name": "X", "value": "2"},
+    ]
+    merged = merge_overrides(template_spec, env_override({"name": "X", "value": "run"}))
+    assert merged["runtimeEnvironment"]["environmentVariables"] == [
+        {"name": "X", "value": "run"},
+        {"name": "X", "value": "run"},
+    ]
+
+
+def test_env_override_into_a_template_without_env():
+    spec: dict[str, Any] = {"command": "c"}
+    merged = merge_overrides(spec, env_override({"name": "X", "value": "1"}))
+    assert merged["runtimeEnvironment"] == {"environmentVariables": [{"name": "X", "value": "1"}]}
+    assert spec == {"command": "c"}
+
+
+def test_env_override_leaves_template_env_unmodified(template_spec):
+    before = copy.deepcopy(template_spec)
+    merged = merge_overrides(
+        template_spec, env_override({"name": "NEXUS__CLIENT__RECEIVER", "value": "x"})
+    )
+    assert merged["runtimeEnvironment"]["environmentVariables"] == [
+        {"name": "NEXUS__CLIENT__RECEIVER", "value": "x"}
+    ]
+    assert template_spec == before
+
+
+ENV = "customConfiguration.runtimeEnvironment.environmentVariables"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problems"),
+    [
+        (
+            {"runtimeEnvironment": {"environmentVariables": {"X": "1"}}},
+            [f'{ENV}: must be a list of {{"name": ..., "value": ...}} objects'],
+        ),
+        (env_override("X=1"), [f'{ENV}[0]: must be an object {{"name": ..., "value": ...}}']),
+        (env_override({"value": "1"}), [f"{ENV}[0].name is required"]),
+        (env_override({"name": "", "value": "1"}), [f"{ENV}[0].name is required"]),
+        (env_override({"name": 7, "value": "1"}), [f"{ENV}[0].name: must be a string"]),
+        (
+            env_override({"name": "A=B", "value": "1"}),
+            [
+                f"{ENV}[0].name: 'A=B' is not an environment variable name (letters, digits, "
+                "'_', '-' and '.', not starting with a digit or '..')"
+            ],
+        ),
+        (env_override({"name": "X", "value": 1}), [f"{ENV}[0].value: must be a string"]),
+        (
+            env_override({"name": "X", "value": "a\x00b"}),
+            [f"{ENV}[0].value: must not contain NUL characters"],
+        ),
+        (
+            env_override({"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}),
+            [
+                f"{ENV}[0].valueFrom: a run cannot read the namespace's Secrets or ConfigMaps; "
+                "give a literal value (the algorithm's template may use valueFrom)"
+            ],
+        ),
+        (
+            env_override({"name": "X", "value": "1"}, {"name": "X", "value": "2"}),
+            [f"{ENV}[1].name: 'X' is already given at [0]"],
+        ),
+    ],
+)
+def test_invalid_env_overrides(overrides, problems):
+    assert validate_overrides(overrides) == problems
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "NEXUS__ALGORITHM_NAME",
+        "NEXUS__SHARD_NAME",
+        "NEXUS__PARENT_REQUEST_ID",
+        "NEXUS__PARENT_ALGORITHM_NAME",
+        "NEXUS__RESULT_UPLOAD_URL",
+    ],
+)
+def test_env_override_cannot_set_what_nexusd_sets(name):
+    assert validate_overrides(env_override({"name": name, "value": "spoofed"})) == [
+        f"{ENV}[0].name: {name} is set by nexusd on every Job and cannot be overridden"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [
+        ("MY_VAR", True),
+        ("my.env-name", True),
+        ("_x1", True),
+        (".hidden", True),
+        ("NEXUS__CLIENT__RECEIVER", True),  # nexusd does not set it: the run may
+        ("1ABC", False),
+        (".", False),
+        ("..", False),
+        ("..x", False),
+        ("MY VAR", False),  # valid only on Kubernetes >= 1.32: a run cannot know its cluster's
+        ("ÄPFEL", False),
+        ("X\n", False),
+    ],
+)
+def test_env_override_names_follow_the_strict_kubernetes_rule(name, valid):
+    assert (validate_overrides(env_override({"name": name, "value": "v"})) == []) is valid
+
+
+@pytest.mark.parametrize(("name", "valid"), [("MY VAR", True), ("1ABC", True), ("A=B", False)])
+def test_template_env_names_follow_the_relaxed_rule(template_spec, name, valid):
+    template_spec["runtimeEnvironment"]["environmentVariables"] = [{"name": name, "value": "v"}]
+    assert (validate_template_spec(template_spec) == []) is valid
+
+
+def test_template_env_value_must_be_a_string(template_spec):
+    template_spec["runtimeEnvironment"]["environmentVariables"] = [{"name": "X", "value": 1}]
+    assert validate_template_spec(template_spec) == [
+        "spec.runtimeEnvironment.environmentVariables[0].value: must be a string"
+    ]
+
+
+# --- deadlineSeconds and maximumRetries: what activeDeadlineSeconds / backoffLimit accept ----
+
+
+RUNTIME = "customConfiguration.runtimeEnvironment"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("deadlineSeconds", 0, "0 must be a positive integer (at most 2147483647)"),
+        ("deadlineSeconds", -5, "-5 must be a positive integer (at most 2147483647)"),
+        (
+            "deadlineSeconds",
+            60.0,
+            "60.0 must be a positive integer (at most 2147483647), written without a fraction: 60",
+        ),
+        ("deadlineSeconds", 1.5, "1.5 must be a positive integer (at most 2147483647)"),
+        ("deadlineSeconds", False, "False must be a positive integer (at most 2147483647)"),
+        ("deadlineSeconds", [60], "a list must be a positive integer (at most 2147483647)"),
+        (
+            "maximumRetries",
+            10**30,
+            "a very large integer must be an integer from 0 to 2147483647",
+        ),
+        ("maximumRetries", float("inf"), "inf must be an integer from 0 to 2147483647"),
+        ("maximumRetries", {"n": 1}, "an object must be an integer from 0 to 2147483647"),
+    ],
+)
+def test_invalid_runtime_integers(key, value, problem):
+    assert validate_overrides({"runtimeEnvironment": {key: value}}) == [
+        f"{RUNTIME}.{key}: {problem}"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("deadlineSeconds", 1),
+        ("deadlineSeconds", 2**31 - 1),
+        ("maximumRetries", 0),
+        ("maximumRetries", 2**31 - 1),
+    ],
+)
+def test_runtime_integer_bounds(template_spec, key, value):
+    assert validate_overrides({"runtimeEnvironment": {key: value}}) == []
+    template_spec["runtimeEnvironment"][key] = value
+    assert validate_template_spec(template_spec) == []
+
+
+def test_template_zero_deadline_is_a_problem(template_spec):
+    template_spec["runtimeEnvironment"]["deadlineSeconds"] = 0
+    assert validate_template_spec(template_spec) == [
+        "spec.runtimeEnvironment.deadlineSeconds: 0 must be a positive integer (at most 2147483647)"
+    ]
+
+
+# --- other fields the API server or the kubelet would refuse ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("codes", "problems"),
+    [
+        ([139, 137, 137], []),  # unordered and repeated: build_job sorts and de-duplicates
+        ([-1, 255], []),
+        (
+            [0],
+            ["spec.errorHandlingBehaviour.fatalExitCodes[0]: 0 must be a non-zero 32-bit integer"],
+        ),
+        (
+            [1, 2**31],
+            [
+                "spec.errorHandlingBehaviour.fatalExitCodes[1]: "
+                "2147483648 must be a non-zero 32-bit integer"
+            ],
+        ),
+        (
+            list(range(1, 257)),
+            ["spec.errorHandlingBehaviour.fatalExitCodes: at most 255 different exit codes"],
+        ),
+        ([True], ["spec.errorHandlingBehaviour.fatalExitCodes: must be a list of integers"]),
+    ],
+)
+def test_exit_codes(template_spec, codes, problems):
+    template_spec["errorHandlingBehaviour"] = {"fatalExitCodes": codes}
+    assert validate_template_spec(template_spec) == problems
+
+
+@pytest.mark.parametrize("key", ["image", "registry", "versionTag"])
+def test_image_parts_without_whitespace(template_spec, key):
+    assert validate_overrides({"container": {key: "1.0 beta"}}) == [
+        f"customConfiguration.container.{key}: '1.0 beta' must not contain whitespace"
+    ]
+    template_spec["container"][key] = " x"
+    assert validate_template_spec(template_spec) == [
+        f"spec.container.{key}: ' x' must not contain whitespace"
+    ]
+
+
+# --- input no JSON client should send, but any may: deep, huge, odd ---------------------------
+
+
+def nested(depth: int) -> list[Any]:
+    root: list[Any] = []
+    inner = root
+    for _ in range(depth - 1):
+        inner.append([])
+        inner = inner[0]
+    return root
+
+
+def test_deep_overrides_are_a_problem_not_a_recursion_error():
+    for overrides in (
+        {"unknownField": nested(5000)},
+        {"runtimeEnvironment": {"deadlineSeconds": nested(5000)}},
+        {"computeResources": {"limits": {"cpu": nested(5000)}}},
+    ):
+        assert validate_overrides(overrides) == [
+            "customConfiguration: nested more than 32 levels deep"
+        ]
+
+
+def test_nesting_up_to_the_limit_is_fine():
+    assert validate_overrides({"unknownField": nested(31)}) == []
+    assert validate_overrides({"unknownField": nested(32)}) == [
+        "customConfiguration: nested more than 32 levels deep"
+    ]
+
+
+def test_deep_template_is_a_problem(template_spec):
+    template_spec["unknownField"] = nested(5000)
+    assert validate_template_spec(template_spec) == ["spec: nested more than 32 levels deep"]
+    assert validate_workgroup_spec({"cluster": "c", "affinity": {"x": nested(5000)}}) == [
+        "spec: nested more than 32 levels deep"
+    ]
+
+
+def test_merge_copies_deep_templates_without_recursion(template_spec):
+    template_spec["unknownField"] = {"deep": nested(5000)}
+    merged = merge_overrides(template_spec, {"container": {"image": "other"}})
+    copied, original = merged["unknownField"]["deep"], template_spec["unknownField"]["deep"]
+    for _ in range(4999):
+        assert copied is not original
+        copied, original = copied[0], original[0]
+    assert copied == original == []
+    assert merged["container"]["image"] == "other"
+
+
+def test_merge_survives_ill_typed_input(template_spec):
+    """merge_overrides is called after validation, but does not rely on it to not raise."""
+    template_spec["computeResources"]["limits"] = ["not", "a", "map"]
+    template_spec["runtimeEnvironment"]["environmentVariables"] = [["x"], {"name": ["y"]}]
+    merged = merge_overrides(
+        template_spec,
+        {
+            "computeResources": {"limits": {"cpu": "2"}, "requests": "x"},
+            "runtimeEnvironment": {"environmentVariables": [{"name": "Z", "value": 1}, "w"]},
+            "container": [],
+        },
+    )
+    assert merged["computeResources"]["limits"] == {"cpu": "2"}
+    assert merged["runtimeEnvironment"]["environmentVariables"] == [["x"], {"name": ["y"]}]
+
+
+def test_huge_values_are_shortened_in_problems():
+    problems = validate_overrides({"container": {"image": "x" * 1_000_000 + " y"}})
+    assert problems == [
+        f"customConfiguration.container.image: {'x' * 77!r}... must not contain whitespace"
+    ]
+    problems = validate_overrides({"computeResources": {"limits": {"a" * 10_000: "1"}}})
+    assert len(problems) == 1
+    assert len(problems[0]) < 400
+
+
+@pytest.mark.parametrize(
+    "spec_change",
+    [
+        {"command": ""},
+        {"container": {"image": "", "registry": "", "versionTag": ""}},
+        {"workgroupRef": {"name": "", "group": "", "kind": ""}},
+        {"args": [None]},
+        {"computeResources": []},
+        {"runtimeEnvironment": {"environmentVariables": "X=1"}},
+        {"errorHandlingBehaviour": {"fatalExitCodes": "137"}},
+    ],
+)
+def test_empty_or_ill_typed_template_fields_are_problems(template_spec, spec_change):
+    template_spec.update(spec_change)
+    assert validate_template_spec(template_spec) != []

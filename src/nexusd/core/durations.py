@@ -20,11 +20,14 @@ _UNIT_NS = {
     "m": 60_000_000_000,
     "h": 3_600_000_000_000,
 }
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+#: Go's Duration is an int64 of nanoseconds: at most 2562047h47m16.854775807s, about 292 years.
+_MAX_NS = 2**63 - 1
+_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
 
 
 def parse_go_duration(text: str) -> dt.timedelta:
-    """Parse like Go's `time.ParseDuration`; raise ValueError naming the text when invalid."""
+    """Parse like Go's `time.ParseDuration`; raise ValueError naming the text when invalid,
+    including beyond Go's range (Go answers `invalid duration` there too)."""
     body = text.strip()
     sign = 1
     if body[:1] in "+-" and body:
@@ -34,16 +37,38 @@ def parse_go_duration(text: str) -> dt.timedelta:
         return dt.timedelta(0)
     if not body:
         raise ValueError(f"invalid duration {text!r}")
-    total_ns = 0.0
+    total_ns = 0
     position = 0
     for match in _PART.finditer(body):
         if match.start() != position:
             raise ValueError(f"invalid duration {text!r}")
-        total_ns += float(match.group(1)) * _UNIT_NS[match.group(2)]
+        total_ns += _nanoseconds(match.group(1), _UNIT_NS[match.group(2)], text)
+        if total_ns > _MAX_NS + (sign < 0):  # Go's range is -2**63 ns .. 2**63-1 ns
+            raise _out_of_range(text)
         position = match.end()
     if position != len(body):
         raise ValueError(f"invalid duration {text!r}: missing or unknown unit")
-    return dt.timedelta(microseconds=sign * total_ns / 1_000)
+    seconds, rest_ns = divmod(sign * total_ns, 1_000_000_000)
+    return dt.timedelta(seconds=seconds, microseconds=rest_ns / 1_000)
+
+
+def _nanoseconds(number: str, unit_ns: int, text: str) -> int:
+    """`number` units in whole nanoseconds, in integers as Go computes them (a float
+    overflows on long digit strings)."""
+    whole, _, fraction = number.partition(".")
+    whole = whole.lstrip("0")
+    if len(whole) > 19:  # more than any int64 of nanoseconds (and than int() may convert)
+        raise _out_of_range(text)
+    fraction = fraction[:19]  # Go ignores the digits after these too
+    fraction_ns = int(fraction) * unit_ns // 10 ** len(fraction) if fraction else 0
+    return int(whole or "0") * unit_ns + fraction_ns
+
+
+def _out_of_range(text: str) -> ValueError:
+    return ValueError(
+        f"invalid duration {text!r}: out of range, Go durations go up to "
+        "2562047h47m16.854775807s (about 292 years)"
+    )
 
 
 def format_go_duration(value: dt.timedelta) -> str:

@@ -12,9 +12,15 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Final
 
-from kubernetes.utils.quantity import parse_quantity
-
-from nexusd.kube.overrides import validate_template_spec
+from nexusd.kube.overrides import (
+    ENV_ALGORITHM_NAME,
+    ENV_PARENT_ALGORITHM_NAME,
+    ENV_PARENT_REQUEST_ID,
+    ENV_RESULT_UPLOAD_URL,
+    ENV_SHARD_NAME,
+    validate_template_spec,
+)
+from nexusd.kube.quantities import quantity_amount
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -23,12 +29,6 @@ LABEL_TEMPLATE_NAME: Final = "science.sneaksanddata.com/algorithm-template-name"
 LABEL_NEXUS_VERSION: Final = "science.sneaksanddata.com/nexus-version"
 LABEL_NEXUS_COMPONENT: Final = "science.sneaksanddata.com/nexus-component"
 COMPONENT_ALGORITHM_RUN: Final = "algorithm-run"
-
-ENV_ALGORITHM_NAME: Final = "NEXUS__ALGORITHM_NAME"
-ENV_SHARD_NAME: Final = "NEXUS__SHARD_NAME"
-ENV_PARENT_REQUEST_ID: Final = "NEXUS__PARENT_REQUEST_ID"
-ENV_PARENT_ALGORITHM_NAME: Final = "NEXUS__PARENT_ALGORITHM_NAME"
-ENV_RESULT_UPLOAD_URL: Final = "NEXUS__RESULT_UPLOAD_URL"
 
 #: Finished Jobs (and, through GC, their child runs) are deleted this long after finishing.
 TTL_SECONDS_AFTER_FINISHED: Final = 300
@@ -183,7 +183,8 @@ def job_env(
     parent: tuple[str, str] | None,
     result_upload_url: str | None,
 ) -> list[dict[str, Any]]:
-    """Template env first, then nexus's variables, so that theirs win over duplicates."""
+    """Template env first, then nexus's variables, so that theirs win over duplicates (a run's
+    overrides cannot name them, see `nexusd.kube.overrides.NEXUSD_ENV_NAMES`)."""
     env = [dict(item) for item in template_env]
     env.append({"name": ENV_ALGORITHM_NAME, "value": algorithm})
     env.append({"name": ENV_SHARD_NAME, "value": shard})
@@ -221,8 +222,13 @@ def container_resources(resources: Mapping[str, Any]) -> dict[str, dict[str, str
 
 
 def cpu_request(cpu_limit: str) -> str:
-    """10% of the CPU limit in millicores, formatted as Go's `fmt.Sprintf("%.0fm", ...)`."""
-    millis = math.ceil(parse_quantity(cpu_limit) * 1000)  # type: ignore[no-untyped-call]  # Quantity.MilliValue rounds up
+    """10% of the CPU limit in millicores, formatted as Go's `fmt.Sprintf("%.0fm", ...)`.
+
+    A limit under 5m gives "0m", as upstream does: a valid request (requests may be 0, and
+    the kubelet then gives the container the smallest CPU share). Any limit validation lets
+    through gives at most 2**63-1 millicores, which float64 formats without overflow.
+    """
+    millis = math.ceil(quantity_amount(cpu_limit) * 1000)  # Quantity.MilliValue rounds up
     return f"{float(millis) * CPU_REQUEST_FRACTION:.0f}m"  # %.0f: round half to even, as Go
 
 
@@ -233,7 +239,9 @@ def _quantity(value: object) -> str:
 
 def pod_failure_policy(spec: Mapping[str, Any], *, container_name: str) -> dict[str, Any]:
     """Ignore disruptions; FailJob on fatal exit codes; Ignore transient ones. Empty lists
-    are skipped (Kubernetes rejects `values: []`, upstream's bug fixed in core `e902190`)."""
+    are skipped (Kubernetes rejects `values: []`, upstream's bug fixed in core `e902190`), and
+    the codes are sorted and unique, as Kubernetes requires of `values` (upstream sends them
+    as written, so `[139, 137]` makes every Job of the template invalid)."""
     rules: list[dict[str, Any]] = [
         {
             "action": "Ignore",
@@ -250,7 +258,7 @@ def pod_failure_policy(spec: Mapping[str, Any], *, container_name: str) -> dict[
                     "onExitCodes": {
                         "containerName": container_name,
                         "operator": "In",
-                        "values": list(codes),
+                        "values": sorted(set(codes)),
                     },
                 }
             )
