@@ -47,7 +47,8 @@ def job_manifest(
 
 
 async def start_cluster(nursery: trio.Nursery, tmp_path: pathlib.Path, **kwargs: Any) -> DevCluster:
-    config = DevClusterConfig(state_dir=tmp_path, namespace=NS, backoff_base=0.0, **kwargs)
+    kwargs.setdefault("backoff_base", 0.0)
+    config = DevClusterConfig(state_dir=tmp_path, namespace=NS, **kwargs)
     cluster: DevCluster = await nursery.start(functools.partial(run_dev_cluster, config=config))
     return cluster
 

@@ -5,6 +5,7 @@ as they would reach a real cluster. Start it with `run_dev_cluster` inside a nur
 """
 
 from .cluster import DevCluster, DevClusterConfig, run_dev_cluster
+from .nodes import NodeGroup
 from .runtimes import ANNOTATION_DURATION, ANNOTATION_EXIT_CODE, ANNOTATION_OOM, NODE_NAME
 
 __all__ = [
@@ -14,5 +15,6 @@ __all__ = [
     "NODE_NAME",
     "DevCluster",
     "DevClusterConfig",
+    "NodeGroup",
     "run_dev_cluster",
 ]

@@ -26,6 +26,7 @@ from .kubeconfig import write_kubeconfig
 from .kubelet import Kubelet, run_kubelet
 from .nodes import DEFAULT_NODE_GROUPS, NodeGroup, register_nodes
 from .operations import Operations
+from .persistence import SqliteJournal
 from .resources import Registry
 from .runtimes import LocalProcessRuntime, Runtime, ScriptedRuntime
 from .scheduling import Scheduler, run_scheduler
@@ -34,6 +35,8 @@ from .storage import Store
 if TYPE_CHECKING:
     import collections
     import pathlib
+
+JOURNAL_FILE = "objects.sqlite3"
 
 
 @attrs.frozen
@@ -56,13 +59,18 @@ class DevClusterConfig:
     termination_grace: float = 5.0
     """Local kubelet: cap on seconds between SIGTERM and SIGKILL when a pod is deleted."""
     history: int = 10_000
+    """Watch history length (changes); older resourceVersions get 410 Expired."""
     node_groups: tuple[NodeGroup, ...] = DEFAULT_NODE_GROUPS
     """Simulated nodes (labels, taints, capacity); default one untainted `devcluster-node-0`."""
     job_sync_delay: float = 0.05
     """Job controller: seconds it batches a Job's pod changes before syncing (k8s: ~1 s)."""
     image_pull_backoff: float = 0.0
     """Kubelet: seconds between ErrImagePull and ImagePullBackOff."""
-    """Watch history length (changes); older resourceVersions get 410 Expired."""
+    persist: bool = False
+    """Keep every object in `state_dir/objects.sqlite3`, so that a cluster started again on the
+    same `state_dir` (after a crash, too) goes on where the last one stopped: its Jobs keep
+    running and the pods its kubelet lost are replaced (`kubelet.py`). Durable against a crash
+    of the process, not of the machine (`persistence.py`). Off: the cluster is memory only."""
     faults: FaultPlan = attrs.field(factory=FaultPlan)
     """API server fault injection at start (429s, 5xx, latency, cut watches); change it at
     run time with `DevCluster.faults.set(...)` or `PUT /devcluster/v1/faults`."""
@@ -109,7 +117,21 @@ def _runtime(config: DevClusterConfig) -> Runtime:
 async def run_dev_cluster(
     *, config: DevClusterConfig, task_status: trio.TaskStatus[DevCluster] = trio.TASK_STATUS_IGNORED
 ) -> NoReturn:
-    ops = Operations(store=Store(history=config.history), registry=Registry())
+    journal = None
+    if config.persist:
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        journal = SqliteJournal(config.state_dir / JOURNAL_FILE)
+    try:
+        await _run(config, Store(history=config.history, journal=journal), task_status)
+    finally:
+        if journal is not None:
+            journal.close()
+
+
+async def _run(
+    config: DevClusterConfig, store: Store, task_status: trio.TaskStatus[DevCluster]
+) -> NoReturn:
+    ops = Operations(store=store, registry=Registry())
     runtime = _runtime(config)
     server = ApiServer(ops, log_path=runtime.log_path, faults=config.faults)
     hconfig = HypercornConfig()

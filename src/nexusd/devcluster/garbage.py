@@ -4,7 +4,9 @@ It follows the store's change history (no polling) and keeps an index from owner
 dependents. When an owner disappears its dependents are deleted in the background (08a, 08e).
 An owner being deleted with `foregroundDeletion` loses the finalizer once its dependents are
 gone (08b, 06); one with `orphan` first has its uid stripped from the dependents'
-ownerReferences (08c, 08d). Like the real GC it records no Events.
+ownerReferences (08c, 08d). Like the real GC it records no Events. Started on a persisted store,
+it first finishes what a crashed cluster left halfway: dependents of owners already gone are
+deleted, foreground and orphan deletions completed.
 """
 
 from __future__ import annotations
@@ -36,6 +38,15 @@ class GarbageCollector:
         for key in self.ops.store.resources():
             for obj in self.ops.store.iter(key):
                 self._index(key, obj)
+
+    def vanished_owners(self) -> list[str]:
+        """Owner uids that dependents name but no stored object has."""
+        uids = {
+            obj["metadata"]["uid"]
+            for key in self.ops.store.resources()
+            for obj in self.ops.store.iter(key)
+        }
+        return [uid for uid in self.dependents if uid not in uids]
 
     def _ref(self, key: ResourceKey, obj: Obj) -> Ref:
         meta = obj["metadata"]
@@ -135,6 +146,9 @@ async def run_garbage_collector(
 ) -> NoReturn:
     gc = GarbageCollector(ops)
     gc.rebuild()
+    for uid in gc.vanished_owners():
+        gc.collect_orphaned_dependents(uid)
+    gc.finish_pending()
     cursor = ops.store.resource_version
     task_status.started()
     while True:

@@ -19,6 +19,10 @@ reasons, messages and Events:
 A pod with a deletionTimestamp has its container stopped (`Killing`; SIGTERM to the process
 group, SIGKILL after the grace) and reported Failed/137; the pod object is removed once no
 finalizer is left (the Job controller drops `batch.kubernetes.io/job-tracking`).
+
+A kubelet started on a persisted store first settles what the crashed one left (`recover`):
+the recorded containers still running are killed, and the pods they belonged to end Failed as
+after a graceful node shutdown, so their Jobs replace them.
 """
 
 from __future__ import annotations
@@ -50,6 +54,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: pkg/kubelet/nodeshutdown's pod status, which a restarted cluster's kubelet gives the pods
+#: of the crashed one.
+SHUTDOWN_REASON = "Terminated"
+MSG_SHUTDOWN = "Pod was terminated in response to imminent node shutdown."
+#: The kubelet's status for a container it cannot find (any more, or yet).
+LOST_CONTAINER = {
+    "exitCode": 137,
+    "reason": "ContainerStatusUnknown",
+    "message": "The container could not be located when the pod was terminated",
+}
+LOST = Outcome(137, "ContainerStatusUnknown")
+
 
 class Kubelet:
     """Follows pod changes and runs one task per bound pod."""
@@ -77,17 +93,29 @@ class Kubelet:
 
     def _disrupt(self, pod: Obj, reason: str) -> Obj:
         message = "Eviction API: evicting" if reason == "EvictionByEvictionAPI" else MSG_PRESSURE
-        cond = {
-            "type": "DisruptionTarget",
-            "status": "True",
-            "lastProbeTime": None,
-            "lastTransitionTime": self.ops.now(),
-            "reason": reason,
-            "message": message,
-        }
-        others = [c for c in pod["status"].get("conditions") or [] if c["type"] != cond["type"]]
-        pod["status"]["conditions"] = [cond, *others]
+        conditions = pod["status"].get("conditions") or []
+        pod["status"]["conditions"] = _disrupted(conditions, reason, message, self.ops.now())
         return self.ops.write(PODS, pod)
+
+    # -- restart --------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Before following the store: what a crashed kubelet was running is lost.
+
+        Its containers cannot be resumed (their processes were killed, or are killed now, and
+        a scripted run has no state to go on from), so every pod it had started, or was
+        starting, ends the way a graceful node shutdown ends it: Failed with `DisruptionTarget`
+        (reason `TerminationByKubelet`), which a podFailurePolicy can Ignore, so the Job
+        controller replaces the pod without counting it against backoffLimit. Bound pods it
+        had not taken on yet are started as usual.
+        """
+        killed = await self.runtime.kill_orphans()
+        if killed:
+            logger.info("killed %d container(s) left running by a crashed kubelet", len(killed))
+        for pod in self.ops.store.list(PODS.key):
+            if _started(pod) and not _terminal(pod):
+                meta = pod["metadata"]
+                self._finish((meta["namespace"], meta["name"]), LOST, lost=True)
 
     # -- following the store --------------------------------------------------------------
 
@@ -324,7 +352,10 @@ class Kubelet:
             )
         return self._update(key, phase="Running", conditions=conditions, containerStatuses=statuses)
 
-    def _finish(self, key: PodKey, outcome: Outcome, *, killed: bool = False) -> None:
+    def _finish(
+        self, key: PodKey, outcome: Outcome, *, killed: bool = False, lost: bool = False
+    ) -> None:
+        """The terminal status; `killed`: stopped by a deletion, `lost`: by a crash (above)."""
         pod = self.ops.store.get(PODS.key, *key)
         if pod is None:
             return
@@ -332,12 +363,9 @@ class Kubelet:
         statuses = []
         for cs in pod["status"].get("containerStatuses") or []:
             running = (cs.get("state") or {}).get("running")
-            if running is None and killed:
-                # never started (waiting on image/config): a real kubelet reports exit 137
-                terminated: Obj = {"exitCode": 137, "reason": "ContainerStatusUnknown"}
-                terminated["message"] = (
-                    "The container could not be located when the pod was terminated"
-                )
+            if lost or (running is None and killed):
+                # never started (waiting on image/config) or gone: a real kubelet reports 137
+                terminated: Obj = {**LOST_CONTAINER}
             else:
                 terminated = {"exitCode": outcome.exit_code, "reason": outcome.reason}
             terminated["startedAt"] = (running or {}).get("startedAt", now)
@@ -347,7 +375,7 @@ class Kubelet:
             statuses.append(
                 {**cs, "state": {"terminated": terminated}, "ready": False, "started": False}
             )
-        failed = outcome.exit_code != 0 or killed
+        failed = outcome.exit_code != 0 or killed or lost
         conditions = []
         for c in pod["status"].get("conditions") or []:
             if c["type"] in ("Ready", "ContainersReady"):
@@ -359,6 +387,9 @@ class Kubelet:
         extra: dict[str, object] = {}
         if outcome.evicted == "TerminationByKubelet":
             extra = {"reason": "Evicted", "message": MSG_PRESSURE}
+        if lost:
+            extra = {"reason": SHUTDOWN_REASON, "message": MSG_SHUTDOWN}
+            conditions = _disrupted(conditions, "TerminationByKubelet", MSG_SHUTDOWN, now)
         self._update(
             key,
             phase="Failed" if failed else "Succeeded",
@@ -370,6 +401,19 @@ class Kubelet:
 
 def _terminal(pod: Obj) -> bool:
     return pod.get("status", {}).get("phase") in ("Succeeded", "Failed")
+
+
+def _disrupted(conditions: list[Obj], reason: str, message: str, now: str) -> list[Obj]:
+    """`conditions` with `DisruptionTarget=True` first, where the kubelet puts it."""
+    cond = {
+        "type": "DisruptionTarget",
+        "status": "True",
+        "lastProbeTime": None,
+        "lastTransitionTime": now,
+        "reason": reason,
+        "message": message,
+    }
+    return [cond, *(c for c in conditions if c["type"] != cond["type"])]
 
 
 def _started(pod: Obj) -> bool:
@@ -389,6 +433,7 @@ async def run_kubelet(
     task_status: trio.TaskStatus[Kubelet] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     kubelet = Kubelet(ops, runtime, pull_backoff=pull_backoff)
+    await kubelet.recover()
     async with trio.open_nursery() as nursery:
         for pod in ops.store.list(PODS.key):
             kubelet.observe(pod, nursery)

@@ -6,10 +6,16 @@ the scheduler see the same thing. The default is one untainted `devcluster-node-
 are ordinary objects afterwards: a client may label, taint or delete them, and the scheduler
 reacts (checklist 13). Quantities follow resource.Quantity's common forms (`500m`, `2`,
 `128Mi`, `1G`).
+
+The configuration is the truth about Nodes: a cluster started on a persisted store
+re-registers them from its groups (the stored Nodes are replaced, those of no group deleted).
+`NodeGroup.for_host()` gives the node of the local kubelet this machine's capacity, so that the
+scheduler keeps the number of algorithm processes within what the host can run.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +29,9 @@ if TYPE_CHECKING:
     from .operations import Operations
 
 DEFAULT_NODE_NAME = "devcluster-node-0"
+#: `NodeGroup.for_host`: pods per CPU, and the least a host gets (see there why).
+HOST_PODS_PER_CPU = 8
+HOST_MIN_PODS = 4
 NODE_GROUP_LABEL = "kubernetes.sneaksanddata.com/service-node-group"
 
 _SUFFIX = {
@@ -75,6 +84,25 @@ class NodeGroup:
         """One group per workgroup, labelled the way nexus templates select it."""
         labels = {NODE_GROUP_LABEL: workgroup, **kwargs.pop("labels", {})}
         return cls(name=workgroup, labels=labels, **kwargs)
+
+    @classmethod
+    def for_host(cls, name: str = "devcluster-node", **kwargs: Any) -> NodeGroup:
+        """One node with this machine's capacity, for the local kubelet (pods are processes).
+
+        cpu is the number of CPUs this process may run on, memory the physical memory, and
+        pods `max(HOST_MIN_PODS, HOST_PODS_PER_CPU * cpus)`. The pod count is what really
+        bounds a burst of algorithm processes (a backlog, a restart): templates request little
+        or no cpu, so the default node's 32 CPUs / 110 pods let hundreds start at once on a
+        2-core laptop. Dev algorithms mostly wait on I/O, so 8 per CPU (16 on 2 cores) keeps the
+        host busy but responsive; pods beyond it stay Pending until one finishes.
+        """
+        if hasattr(os, "sched_getaffinity"):
+            cpus = len(os.sched_getaffinity(0))
+        else:  # macOS has no affinity masks
+            cpus = os.cpu_count() or 1
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        pods = max(HOST_MIN_PODS, HOST_PODS_PER_CPU * cpus)
+        return cls(name=name, cpu=str(cpus), memory=str(memory), pods=pods, **kwargs)
 
 
 DEFAULT_NODE_GROUPS = (NodeGroup(name="devcluster-node"),)
@@ -134,25 +162,43 @@ def node_object(group: NodeGroup, index: int) -> Obj:
     }
 
 
-def create_node(ops: Operations, group: NodeGroup, index: int) -> Obj | None:
-    """Create (or keep) one node of a group; status is set like a kubelet registering."""
+def _registered(ops: Operations, group: NodeGroup, index: int) -> Obj:
+    """The Node as its kubelet registers it: conditions stamped now."""
     obj = node_object(group, index)
-    try:
-        created = ops.create(NODES, "", obj)
-    except ApiError:
-        return None  # already there (cluster restarted on the same store)
     stamp = ops.now()
     for c in obj["status"]["conditions"]:
         c["lastHeartbeatTime"] = stamp
         c["lastTransitionTime"] = stamp
+    return obj
+
+
+def create_node(ops: Operations, group: NodeGroup, index: int) -> Obj | None:
+    """Create one node of a group (None if it exists); status is set like a kubelet registering."""
+    obj = _registered(ops, group, index)
+    try:
+        created = ops.create(NODES, "", obj)
+    except ApiError:
+        return None
     created["status"] = obj["status"]
     return ops.write(NODES, created)
 
 
 def register_nodes(ops: Operations, groups: tuple[NodeGroup, ...]) -> None:
-    for group in groups:
-        for i in range(group.count):
-            create_node(ops, group, i)
+    """Make the Nodes exactly those of `groups`. A stored Node of the same name keeps its uid
+    and creationTimestamp but takes the group's labels, taints and capacity; a stored Node of
+    no group (another configuration's, or the autoscaler's) is deleted."""
+    wanted = {node_name(g, i): (g, i) for g in groups for i in range(g.count)}
+    for node in ops.store.list(NODES.key):
+        if node["metadata"]["name"] not in wanted:
+            ops.delete(NODES, "", node["metadata"]["name"])
+    for name, (group, index) in wanted.items():
+        stored = ops.store.get(NODES.key, "", name)
+        if stored is None:
+            create_node(ops, group, index)
+            continue
+        obj = _registered(ops, group, index)
+        obj["metadata"] = {**stored["metadata"], "labels": obj["metadata"]["labels"]}
+        ops.write(NODES, obj)
 
 
 __all__ = [

@@ -72,6 +72,8 @@ class Operations:
         self.store = store
         self.registry = registry
         self.clock = clock or SystemClock()
+        for crd in store.iter(CRDS.key):  # a store loaded from disk serves its CRDs again
+            registry.register_crd(crd)
 
     def now(self) -> str:
         return now_rfc3339(self.clock)

@@ -4,7 +4,9 @@
   `…/duration`, `…/oom-killed`, `…/evict`), defaults from the cluster config;
 * `LocalProcessRuntime` (`nexusd dev`): `command + args` run as a local process in its own
   session with the resolved env, its output in the pod's log file; stopping it signals the
-  whole process group (SIGTERM, then SIGKILL after the grace).
+  whole process group (SIGTERM, then SIGKILL after the grace). Each container's process is
+  recorded while it runs, so that the kubelet of a restarted cluster kills the ones a crashed
+  cluster left behind (`orphans.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 import attrs
 import trio
 
+from . import orphans
 from .nodes import DEFAULT_NODE_NAME
 
 if TYPE_CHECKING:
@@ -56,6 +59,10 @@ class Runtime(Protocol):
 
     def log_path(self, namespace: str, name: str) -> pathlib.Path | None: ...
 
+    async def kill_orphans(self) -> list[int]:
+        """Kill what containers a crashed earlier kubelet left running; their pids."""
+        ...
+
 
 def _outcome(code: int, oom: bool = False) -> Outcome:
     if oom:
@@ -87,6 +94,9 @@ class ScriptedRuntime:
     def log_path(self, namespace: str, name: str) -> pathlib.Path | None:
         return None
 
+    async def kill_orphans(self) -> list[int]:
+        return []
+
 
 @attrs.frozen
 class LocalProcessRuntime:
@@ -100,6 +110,9 @@ class LocalProcessRuntime:
 
     def log_path(self, namespace: str, name: str) -> pathlib.Path | None:
         return self.pod_dir(namespace, name) / "container.log"
+
+    async def kill_orphans(self) -> list[int]:
+        return await orphans.kill_orphans(self.state_dir / "pods")
 
     @staticmethod
     def environment(env: dict[str, str]) -> dict[str, str]:
@@ -134,6 +147,7 @@ class LocalProcessRuntime:
             except OSError as exc:
                 log.write(f"devcluster: cannot start {argv!r}: {exc}\n".encode())
                 return Outcome(128, "ContainerCannotRun")
+        orphans.record(workdir, proc.pid)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._stop_on, stop, proc, grace)
@@ -144,6 +158,7 @@ class LocalProcessRuntime:
             if proc.returncode is None:  # cluster shutting down
                 with trio.CancelScope(shield=True):
                     await proc.wait()
+            orphans.forget(workdir)
         if code < 0:
             return Outcome(128 - code, "Error")
         return _outcome(code)

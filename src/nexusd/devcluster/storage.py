@@ -5,13 +5,19 @@ appends a `Change` to a bounded history. Watches and the in-process controllers 
 history from a resourceVersion onwards and then wait for the next write, so nothing polls.
 A watch whose resourceVersion has fallen out of the history gets 410 Expired, as from the
 real watch cache (checklist 25).
+
+With a `Journal` (`DevClusterConfig.persist`) every write is also saved before the store
+changes, so before the API server answers; a store opened on a journal starts with its objects
+and continues the resourceVersion counter above the last one handed out, with an empty
+history: a watch or list from an older resourceVersion gets 410 Expired and relists, as from a
+real API server after etcd compaction.
 """
 
 from __future__ import annotations
 
 import collections
 import copy
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 import trio
@@ -39,6 +45,19 @@ class Change:
     old: Obj | None = None
 
 
+class Journal(Protocol):
+    """Where a persistent store keeps its objects (`persistence.SqliteJournal`)."""
+
+    def load(self) -> tuple[int, builtins.list[tuple[ResourceKey, Obj]]]:
+        """The last resourceVersion handed out (0 if none) and every stored object."""
+        ...
+
+    def save(self, resource: ResourceKey, key: ObjectKey, rv: int, obj: Obj | None) -> None:
+        """Make this write survive a crash of the process: the object at `rv`, or its
+        deletion at `rv` when `obj` is None."""
+        ...
+
+
 class TooOld(Exception):
     def __init__(self, requested: int, oldest: int) -> None:
         super().__init__(f"too old resource version: {requested} ({oldest})")
@@ -49,11 +68,19 @@ class TooOld(Exception):
 class Store:
     """All objects of all types, plus the change history. Single-threaded (one trio loop)."""
 
-    def __init__(self, *, history: int = 10_000, first_rv: int = 100) -> None:
+    def __init__(
+        self, *, history: int = 10_000, first_rv: int = 100, journal: Journal | None = None
+    ) -> None:
         self._rv = first_rv
         self._objects: dict[ResourceKey, dict[ObjectKey, Obj]] = collections.defaultdict(dict)
+        self._journal = journal
+        if journal is not None:
+            last_rv, objects = journal.load()
+            self._rv = max(first_rv, last_rv)
+            for resource, obj in objects:
+                self._objects[resource][_key(obj)] = obj
         self._history: collections.deque[Change] = collections.deque(maxlen=history)
-        self._evicted_through = first_rv
+        self._evicted_through = self._rv
         self._changed = trio.Event()
 
     @property
@@ -85,25 +112,31 @@ class Store:
 
     def put(self, resource: ResourceKey, obj: Obj) -> Obj:
         """Store `obj` (ADDED or MODIFIED), stamping a new resourceVersion; returns a copy."""
-        meta = obj["metadata"]
-        key = (meta.get("namespace", ""), meta["name"])
+        key = _key(obj)
         old = self._objects[resource].get(key)
         stored = copy.deepcopy(obj)
-        self._rv += 1
-        stored["metadata"]["resourceVersion"] = str(self._rv)
+        rv = self._rv + 1
+        stored["metadata"]["resourceVersion"] = str(rv)
+        if self._journal is not None:
+            self._journal.save(resource, key, rv, stored)
+        self._rv = rv
         self._objects[resource][key] = stored
-        self._record(Change(self._rv, resource, "MODIFIED" if old else "ADDED", stored, old))
+        self._record(Change(rv, resource, "MODIFIED" if old else "ADDED", stored, old))
         return copy.deepcopy(stored)
 
     def remove(self, resource: ResourceKey, namespace: str, name: str) -> Obj | None:
         """Delete the object; the DELETED change carries its last state with a new RV."""
-        old = self._objects[resource].pop((namespace, name), None)
+        old = self._objects[resource].get((namespace, name))
         if old is None:
             return None
-        self._rv += 1
+        rv = self._rv + 1
+        if self._journal is not None:
+            self._journal.save(resource, (namespace, name), rv, None)
+        self._rv = rv
+        del self._objects[resource][(namespace, name)]
         final = copy.deepcopy(old)
-        final["metadata"]["resourceVersion"] = str(self._rv)
-        self._record(Change(self._rv, resource, "DELETED", final, old))
+        final["metadata"]["resourceVersion"] = str(rv)
+        self._record(Change(rv, resource, "DELETED", final, old))
         return copy.deepcopy(final)
 
     def _record(self, change: Change) -> None:
@@ -129,8 +162,7 @@ class Store:
                 break
             if change.resource != resource:
                 continue
-            meta = change.obj["metadata"]
-            key = (meta.get("namespace", ""), meta["name"])
+            key = _key(change.obj)
             if change.type == "ADDED" or change.old is None:
                 state.pop(key, None)
             else:
@@ -159,3 +191,8 @@ class Store:
         """Return once a write with resourceVersion > rv exists."""
         while self._rv <= rv:
             await self._changed.wait()
+
+
+def _key(obj: Obj) -> ObjectKey:
+    meta = obj["metadata"]
+    return (meta.get("namespace", ""), meta["name"])
