@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,7 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Defaults that differ by mode, applied below the TOML file (so every source can override them).
-MODE_DEFAULTS: dict[str, dict[str, Any]] = {"dev": {"http.host": "127.0.0.1"}}
+#: A maintainer's own name differs from the scheduler's on the same host: each owns its name
+#: (`node.host_name`) exclusively, and both keep runs under theirs.
+_MAINTAINER = {"node.host_name": f"{socket.gethostname()}-maintainer"}
+MODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dev": {"http.host": "127.0.0.1"},
+    "maintainer": _MAINTAINER,
+    "supervisor": _MAINTAINER,
+}
 
 
 def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Settings:

@@ -35,6 +35,7 @@ DEFAULT_DATA_DIR = ".nexusd"
 DEFAULT_PAYLOAD_VALID_FOR = 24 * 3600.0  # upstream's `payload-valid-for` default (24h)
 DEFAULT_MAX_VALID_FOR = 7 * 24 * 3600.0  # S3 SigV4 presigning caps at 7 days
 DEFAULT_MAX_PAYLOAD_SIZE = 64 * 1024 * 1024
+DEFAULT_INLINE_MAX = 64 * 1024  # a small payload rides in the checkpoint's group commit
 DEFAULT_QUEUE_CAPACITY = 10_000
 DEFAULT_WORKERS = 8
 DEFAULT_SUBMIT_RATE = 50.0  # Job creates per second per shard; client-go's default QPS is 5
@@ -60,6 +61,18 @@ class HttpSettings:
     max_payload_size: int = attrs.field(
         default=DEFAULT_MAX_PAYLOAD_SIZE,
         metadata=_doc("largest accepted request body; bigger bodies get 413", "size"),
+    )
+    max_body_memory: int = attrs.field(
+        default=512 * 1024 * 1024,
+        metadata=_doc(
+            "request bodies held in memory at once, all requests together; a body that does "
+            "not fit now gets 429 with Retry-After",
+            "size",
+        ),
+    )
+    max_batch_runs: int = attrs.field(
+        default=1000,
+        metadata=_doc("most runs one POST /algorithm/batch/{alg} request may carry (else 413)"),
     )
 
 
@@ -105,6 +118,14 @@ class StoreSettings:
     )
     batch_size: int = attrs.field(
         default=256, metadata=_doc("most writes the SQLite writer commits in one transaction")
+    )
+    commit_timeout: float = attrs.field(
+        default=30.0,
+        metadata=_doc(
+            "longest intake waits, shielded from client disconnects, for the store to confirm "
+            "a new run; past it the client gets 503 and the run may still start",
+            "duration",
+        ),
     )
 
 
@@ -175,6 +196,14 @@ class PayloadSettings:
     result_valid_for: float = attrs.field(
         default=DEFAULT_PAYLOAD_VALID_FOR,
         metadata=_doc("lifetime of result upload and download URLs", "duration"),
+    )
+    inline_max: int = attrs.field(
+        default=DEFAULT_INLINE_MAX,
+        metadata=_doc(
+            'with kind = "filesystem": payloads up to this size are kept in the checkpoint '
+            "store, in the run's own write (one durable write per run); larger ones are files",
+            "size",
+        ),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 import trio
 
@@ -18,8 +19,6 @@ from tests.conftest import StartNexus, template, wait_for_stage, write_manifests
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    import httpx
 
     from nexusd.modes.services import Running
 
@@ -140,22 +139,42 @@ async def test_oversized_body_is_413(start_nexus: StartNexus, http: httpx.AsyncC
 # --- create run: durability and the Job -------------------------------------------------
 
 
+@pytest.mark.parametrize("inline_max", ["64Ki", "0"])
 async def test_run_is_durable_and_readable_at_once(
-    nexus: Running, http: httpx.AsyncClient, tmp_path: Path
+    start_nexus: StartNexus, http: httpx.AsyncClient, tmp_path: Path, inline_max: str
 ) -> None:
-    parameters = {"x": 1, "name": "durable"}
-    request_id = await submit(http, nexus, "slow", {"algorithmParameters": parameters, "tag": "t1"})
+    manifests = write_manifests(
+        tmp_path / "manifests", template("slow", annotations={ANNOTATION_DURATION: "60"})
+    )
+    nexus = await start_nexus(
+        **{"dev.manifests": str(manifests), "payloads.inline_max": inline_max}
+    )
+    # the payload is kept byte for byte as sent, not decoded and encoded again
+    parameters = b'{"x": 1,   "name": "durable", "pi": 3.14159265358979323846}'
+    response = await http.post(
+        f"{nexus.url}{RUN}/slow",
+        content=b'{"algorithmParameters":  ' + parameters + b', "tag": "t1"}',
+    )
+    assert response.status_code == 202, response.text
+    request_id = response.json()["requestId"]
     # readable from the moment of the 202 (SDKs poll right away)
     first = await http.get(f"{nexus.url}/algorithm/v1/results/slow/requests/{request_id}")
     assert first.status_code == 200
     assert first.json()["status"] in ("BUFFERED", "RUNNING")
-    # the payload file is there, and the payload route redirects to a URL that serves it
+    # small payloads are durable with the checkpoint itself, larger ones as files
     payload_file = tmp_path / "data" / "blobs" / "payloads" / "algorithm=slow" / request_id
-    assert json.loads(payload_file.read_bytes()) == parameters
+    inline = await nexus.context.store.get_payload(algorithm="slow", request_id=request_id)
+    if inline_max == "0":
+        assert inline is None
+        assert payload_file.read_bytes() == parameters
+    else:
+        assert inline == parameters
+        assert not payload_file.exists()
+    # the payload route redirects to a URL that serves it
     redirect = await http.get(f"{nexus.url}/algorithm/v1/payload/slow/requests/{request_id}")
     assert redirect.status_code == 302
     served = await http.get(redirect.headers["location"])
-    assert served.json() == parameters
+    assert served.content == parameters
     await wait_for_stage(http, nexus.url, "slow", request_id, "RUNNING")
     job = (await job_of(nexus, http, request_id)).json()
     container = job["spec"]["template"]["spec"]["containers"][0]
@@ -399,6 +418,7 @@ async def test_health_and_readiness(nexus: Running, http: httpx.AsyncClient) -> 
     assert {"queue:dev", "submitter:dev", "store", "throttle:dev", "kube:dev"} <= set(details)
     assert details["kube:dev"]["requests"]["list nexusalgorithmtemplates 200"] >= 1
     await nexus.stop(grace=1)
-    assert (await http.get(f"{nexus.url}/readyz")).status_code == 503
-    refused = await http.post(f"{nexus.url}{RUN}/hello", json={"algorithmParameters": {}})
-    assert refused.status_code == 503
+    assert not nexus.context.readiness.accepting
+    # the listener is closed: new connections are refused, not left waiting in the backlog
+    with pytest.raises(httpx.ConnectError):
+        await http.get(f"{nexus.url}/readyz")

@@ -30,6 +30,7 @@ async def add(
             received_at=now,
             last_modified=now,
             received_by_host=host,
+            cluster="dev",
         ),
         submission=SubmissionEntry(algorithm="a", id=request_id, cluster="dev", template={}),
     )

@@ -19,8 +19,15 @@ from hypothesis import strategies as st
 
 from nexusd.core.errors import AlreadyExists, NotFound
 from nexusd.core.lifecycle import TERMINAL, Stage, is_legal
-from nexusd.core.records import MUTABLE_FIELDS, Checkpoint, ParentRef, SubmissionEntry
-from nexusd.stores.checkpoints import StaleCursor
+from nexusd.core.records import (
+    MUTABLE_FIELDS,
+    Checkpoint,
+    NewRun,
+    ParentRef,
+    PendingSubmission,
+    SubmissionEntry,
+)
+from nexusd.stores.checkpoints import HostCursor, StaleCursor
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -56,6 +63,7 @@ def full_run(clock: ManualClock) -> Checkpoint:
         job_uid="3f1c0c7e-uid",
         parent=ParentRef(request_id="parent-id", algorithm_name="parent-algo"),
         payload_valid_for=dt.timedelta(hours=6, microseconds=250),
+        cluster="shard-ü",
     )
 
 
@@ -136,6 +144,84 @@ async def test_naive_timestamps_are_refused(store: CheckpointStore, make_run: Ma
         await store.create(checkpoint=run, submission=None)
 
 
+async def test_create_many_stores_every_run_in_one_transaction(
+    store: CheckpointStore, make_run: MakeRun, make_submission: MakeSubmission
+) -> None:
+    runs = [make_run(), make_run(), make_run()]
+    news = [
+        NewRun(checkpoint=runs[0], submission=make_submission(runs[0]), payload=b'{"n": 0}'),
+        NewRun(checkpoint=runs[1], submission=None, payload=None),
+        NewRun(checkpoint=runs[2], submission=make_submission(runs[2]), payload=b"\x00\xff"),
+    ]
+    await store.create_many(runs=news)
+    for new in news:
+        key = {"algorithm": new.checkpoint.algorithm, "request_id": new.checkpoint.id}
+        assert await store.get(**key) == new.checkpoint
+        assert await store.get_submission(**key) == new.submission
+        assert await store.get_payload(**key) == new.payload
+
+
+async def test_create_many_is_all_or_nothing(store: CheckpointStore, make_run: MakeRun) -> None:
+    existing, fresh = make_run(), make_run()
+    await store.create(checkpoint=existing, submission=None)
+    duplicate = attrs.evolve(existing, tag="again")
+    with pytest.raises(AlreadyExists):
+        await store.create_many(
+            runs=[
+                NewRun(checkpoint=fresh, submission=None, payload=b"{}"),
+                NewRun(checkpoint=duplicate, submission=None),
+            ]
+        )
+    assert await store.get(algorithm=fresh.algorithm, request_id=fresh.id) is None
+    assert await store.get_payload(algorithm=fresh.algorithm, request_id=fresh.id) is None
+    assert await store.get(algorithm=existing.algorithm, request_id=existing.id) == existing
+
+
+async def test_pending_submission_reads_stage_holder_shard_and_manifest_at_once(
+    store: CheckpointStore, make_run: MakeRun, make_submission: MakeSubmission
+) -> None:
+    run = make_run(Stage.BUFFERED)
+    entry = make_submission(run)
+    await store.create(checkpoint=run, submission=entry)
+    key: dict[str, Any] = {"algorithm": run.algorithm, "request_id": run.id}
+    assert await store.pending_submission(**key) == PendingSubmission(
+        stage=Stage.BUFFERED,
+        received_by_host=run.received_by_host,
+        cluster=entry.cluster,
+        template=entry.template,
+    )
+    await store.transition(**key, to=Stage.RUNNING)
+    pending = await store.pending_submission(**key)
+    assert pending is not None
+    assert pending.stage is Stage.RUNNING
+    bare = make_run(Stage.BUFFERED)
+    await store.create(checkpoint=bare, submission=None)
+    assert await store.pending_submission(algorithm=bare.algorithm, request_id=bare.id) is None
+    assert await store.pending_submission(algorithm="a", request_id="missing") is None
+
+
+async def test_inline_payloads_go_after_their_retention_and_with_their_runs(
+    store: CheckpointStore, clock: ManualClock, make_run: MakeRun
+) -> None:
+    old = make_run(Stage.COMPLETED, received_at=clock.now())
+    clock.advance(3600)
+    new = make_run(Stage.COMPLETED, received_at=clock.now(), last_modified=clock.now())
+    for run in (old, new):
+        await store.create(checkpoint=run, submission=None, payload=f'"{run.id}"'.encode())
+    assert await store.purge_payloads(written_before=clock.now(), limit=5) == 1
+    assert await store.get_payload(algorithm=old.algorithm, request_id=old.id) is None
+    assert await store.get(algorithm=old.algorithm, request_id=old.id) == old  # the run stays
+    assert await store.get_payload(algorithm=new.algorithm, request_id=new.id) is not None
+    assert await store.purge_payloads(written_before=clock.now(), limit=5) == 0
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await store.purge_payloads(written_before=dt.datetime(2026, 1, 1))
+    clock.advance(1)
+    assert await store.purge(finished_before=clock.now()) == sorted(
+        [(old.algorithm, old.id), (new.algorithm, new.id)]
+    )
+    assert await store.get_payload(algorithm=new.algorithm, request_id=new.id) is None
+
+
 # --- transitions ------------------------------------------------------------------------
 
 
@@ -158,7 +244,7 @@ async def test_legal_transition_applies_and_stamps_last_modified(
         run, lifecycle_stage=Stage.RUNNING, job_uid="uid-1", sent_at=sent, last_modified=clock.now()
     )
     assert outcome.applied
-    assert outcome.checkpoint == expected
+    assert outcome.stage is Stage.RUNNING
     assert await store.get(algorithm=run.algorithm, request_id=run.id) == expected
 
 
@@ -174,7 +260,8 @@ async def test_illegal_transition_reports_the_current_run(
     )
 
     assert not outcome.applied
-    assert outcome.checkpoint == run  # neither the stage, the changes nor last_modified moved
+    assert outcome.stage is Stage.RUNNING  # the stage that refused the move
+    # neither the stage, the changes nor last_modified moved
     assert await store.get(algorithm=run.algorithm, request_id=run.id) == run
 
 
@@ -185,13 +272,13 @@ async def test_expected_narrows_the_sources(store: CheckpointStore, make_run: Ma
 
     refused = await store.transition(**key, to=Stage.FAILED, expected={Stage.RUNNING})
     assert not refused.applied
-    assert refused.checkpoint.lifecycle_stage is Stage.BUFFERED
+    assert refused.stage is Stage.BUFFERED
 
     applied = await store.transition(
         **key, to=Stage.FAILED, expected=[Stage.RUNNING, Stage.BUFFERED]
     )
     assert applied.applied
-    assert applied.checkpoint.lifecycle_stage is Stage.FAILED
+    assert applied.stage is Stage.FAILED
 
 
 async def test_expected_cannot_widen_to_an_illegal_move(
@@ -203,7 +290,7 @@ async def test_expected_cannot_widen_to_an_illegal_move(
         algorithm=run.algorithm, request_id=run.id, to=Stage.RUNNING, expected={Stage.COMPLETED}
     )
     assert not outcome.applied
-    assert outcome.checkpoint.lifecycle_stage is Stage.COMPLETED
+    assert outcome.stage is Stage.COMPLETED
 
 
 @pytest.mark.parametrize("terminal", sorted(TERMINAL))
@@ -254,7 +341,9 @@ async def test_every_mutable_field_can_change(
     )
 
     assert outcome.applied
-    assert outcome.checkpoint == attrs.evolve(run, lifecycle_stage=Stage.COMPLETED, **changes)
+    assert await store.get(algorithm=run.algorithm, request_id=run.id) == attrs.evolve(
+        run, lifecycle_stage=Stage.COMPLETED, last_modified=clock.now(), **changes
+    )
 
 
 async def test_racing_transitions_keep_a_legal_history(
@@ -269,7 +358,7 @@ async def test_racing_transitions_keep_a_legal_history(
         outcome = await store.transition(algorithm=run.algorithm, request_id=run.id, to=to)
         if outcome.applied:
             applied.append(to)
-            assert outcome.checkpoint.lifecycle_stage is to
+            assert outcome.stage is to
 
     async with trio.open_nursery() as nursery:
         for index in range(50):
@@ -311,10 +400,10 @@ async def test_by_tag_finds_every_run_oldest_first(
     other = make_run(tag="batch-2")
     for run in [*runs, other]:
         await store.create(checkpoint=run, submission=None)
-    moved = await store.transition(
-        algorithm=runs[1].algorithm, request_id=runs[1].id, to=Stage.RUNNING
-    )
-    runs[1] = moved.checkpoint
+    await store.transition(algorithm=runs[1].algorithm, request_id=runs[1].id, to=Stage.RUNNING)
+    moved = await store.get(algorithm=runs[1].algorithm, request_id=runs[1].id)
+    assert moved is not None
+    runs[1] = moved
 
     assert await store.by_tag(tag="batch-1") == runs
     assert await store.by_tag(tag="batch-2") == [other]
@@ -330,17 +419,43 @@ async def test_by_host_and_stage_follows_transitions(
         await store.create(checkpoint=run, submission=None)
 
     assert await store.by_host_and_stage(host="scheduler-0", stage=Stage.NEW) == mine[:2]
-    outcome = await store.transition(
+    await store.transition(
         algorithm=mine[0].algorithm, request_id=mine[0].id, to=Stage.SCHEDULING_FAILED
     )
+    failed = await store.get(algorithm=mine[0].algorithm, request_id=mine[0].id)
 
     assert await store.by_host_and_stage(host="scheduler-0", stage=Stage.NEW) == [mine[1]]
     assert await store.by_host_and_stage(host="scheduler-0", stage=Stage.SCHEDULING_FAILED) == [
-        outcome.checkpoint
+        failed
     ]
     assert await store.by_host_and_stage(host="scheduler-0", stage=Stage.BUFFERED) == [mine[2]]
     assert await store.by_host_and_stage(host="scheduler-1", stage=Stage.NEW) == [theirs]
     assert await store.by_host_and_stage(host="nobody", stage=Stage.NEW) == []
+
+
+async def test_by_host_and_stage_pages_in_order_across_equal_timestamps(
+    store: CheckpointStore, clock: ManualClock, make_run: MakeRun
+) -> None:
+    received = [clock.now(), clock.now(), clock.now() + dt.timedelta(microseconds=1)]
+    runs = [
+        make_run(Stage.BUFFERED, algorithm=algorithm, received_at=at)
+        for at in received
+        for algorithm in ("b", "a", "B")
+    ]
+    for run in runs:
+        await store.create(checkpoint=run, submission=None)
+    expected = sorted(runs, key=lambda run: (run.received_at, run.algorithm, run.id))
+    seen: list[Checkpoint] = []
+    cursor = None
+    while True:
+        page = await store.by_host_and_stage(
+            host="scheduler-0", stage=Stage.BUFFERED, limit=2, after=cursor
+        )
+        seen += page
+        if len(page) < 2:
+            break
+        cursor = HostCursor.after(page[-1])
+    assert seen == expected
 
 
 async def test_returned_records_do_not_alias_the_store(
@@ -563,11 +678,12 @@ async def test_claim_is_refused_once_the_run_left_buffered(
 ) -> None:
     run = make_run(Stage.BUFFERED)
     await store.create(checkpoint=run, submission=None)
-    moved = await store.transition(algorithm=run.algorithm, request_id=run.id, to=Stage.RUNNING)
+    await store.transition(algorithm=run.algorithm, request_id=run.id, to=Stage.RUNNING)
     key: dict[str, Any] = {"algorithm": run.algorithm, "request_id": run.id}
+    moved = await store.get(**key)
 
     assert await store.claim(**key, from_host=run.received_by_host, to_host="x") is None
-    assert await store.get(**key) == moved.checkpoint
+    assert await store.get(**key) == moved
     assert (
         await store.claim(algorithm="a", request_id="missing", from_host="h", to_host="x") is None
     )
@@ -659,6 +775,6 @@ def test_transitions_follow_the_lifecycle_table(
                 if should_apply:
                     assert current not in TERMINAL
                     current = to
-                assert outcome.checkpoint.lifecycle_stage is current
+                assert outcome.stage is current
 
     trio.run(check)

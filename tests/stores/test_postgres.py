@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import psycopg
 import pytest
 import trio
@@ -30,7 +31,7 @@ from nexusd.stores.postgres_schema import (
     encode_checkpoint,
     encode_submission,
 )
-from nexusd.stores.sql_reads import COLUMN_LIST, COLUMNS
+from nexusd.stores.sql_reads import COLUMNS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -77,11 +78,17 @@ async def test_migrate_creates_a_missing_schema(postgres_dsn: str) -> None:
     assert tables == [
         ("checkpoints",),
         (VERSION_TABLE,),
+        ("payloads",),
         ("scheduler_heartbeats",),
         ("submission_buffer",),
     ]
     indexes = {row[0] for row in query(postgres_dsn, "SELECT indexname FROM pg_indexes")}
-    assert {"checkpoints_tag", "checkpoints_host_stage", "checkpoints_stage_modified"} <= indexes
+    assert {
+        "checkpoints_tag",
+        "checkpoints_host_stage",
+        "checkpoints_stage_modified",
+        "payloads_written",
+    } <= indexes
 
 
 async def test_concurrent_starts_migrate_once(postgres_dsn: str, clock: ManualClock) -> None:
@@ -138,7 +145,7 @@ async def test_open_refuses_an_older_or_newer_schema(postgres_dsn: str, clock: M
         await PostgresCheckpointStore.open(dsn=postgres_dsn, clock=clock)
 
 
-async def test_a_version_1_database_migrates_to_2_and_keeps_its_rows(
+async def test_a_version_1_database_migrates_and_keeps_its_rows(
     postgres_dsn: str,
     clock: ManualClock,
     make_run: MakeRun,
@@ -153,9 +160,11 @@ async def test_a_version_1_database_migrates_to_2_and_keeps_its_rows(
         )
         connection.execute(MIGRATIONS[0].sql.encode())
         connection.execute(f"INSERT INTO {VERSION_TABLE} (version, description) VALUES (1, 'v1')")
-        marks = ", ".join(["%s"] * len(COLUMNS))
+        first_release = COLUMNS[: COLUMNS.index("cluster")]
+        marks = ", ".join(["%s"] * len(first_release))
         connection.execute(
-            f"INSERT INTO checkpoints ({COLUMN_LIST}) VALUES ({marks})", encode_checkpoint(run)
+            f"INSERT INTO checkpoints ({', '.join(first_release)}) VALUES ({marks})",
+            encode_checkpoint(run)[: len(first_release)],
         )
         connection.execute(
             "INSERT INTO submission_buffer VALUES (%s, %s, %s, %s)",
@@ -165,19 +174,24 @@ async def test_a_version_1_database_migrates_to_2_and_keeps_its_rows(
     with pytest.raises(StoreError, match=r"schema version 1, .* run `nexusd store migrate`"):
         await PostgresCheckpointStore.open(dsn=postgres_dsn, clock=clock)
     assert await init_schema(postgres_dsn) == 1  # init never upgrades
-    assert await migrate(postgres_dsn) == (1, 2)
-    assert await migrate(postgres_dsn) == (2, 2)
-    assert SCHEMA_VERSION == 2
+    assert await migrate(postgres_dsn) == (1, 3)
+    assert await migrate(postgres_dsn) == (3, 3)
+    assert SCHEMA_VERSION == 3
 
     async with open_postgres_store(dsn=postgres_dsn, clock=clock) as store:
-        assert await store.get(algorithm=run.algorithm, request_id=run.id) == run
+        migrated = attrs.evolve(run, cluster=make_submission(run).cluster)
+        assert await store.get(algorithm=run.algorithm, request_id=run.id) == migrated
         assert await store.get_submission(
             algorithm=run.algorithm, request_id=run.id
         ) == make_submission(run)
         await store.record_heartbeat(host="h", at=clock.now())
         assert await store.heartbeats() == {"h": clock.now()}
     versions = query(postgres_dsn, f"SELECT version, description FROM {VERSION_TABLE} ORDER BY 1")
-    assert versions == [(1, "v1"), (2, "scheduler_heartbeats")]
+    assert versions == [
+        (1, "v1"),
+        (2, "scheduler_heartbeats"),
+        (3, "checkpoints.cluster, payloads"),
+    ]
 
 
 # --- errors never show the password ---------------------------------------------------------

@@ -13,13 +13,14 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import apsw
+import attrs
 import pytest
 import trio
 import trio.testing
 
 from nexusd.core.errors import AlreadyExists, NotFound, StoreError
 from nexusd.core.lifecycle import Stage
-from nexusd.stores.sql_reads import COLUMN_LIST, COLUMNS
+from nexusd.stores.sql_reads import COLUMNS
 from nexusd.stores.sqlite import SqliteCheckpointStore, open_sqlite_store
 from nexusd.stores.sqlite_schema import (
     MIGRATIONS,
@@ -85,17 +86,18 @@ async def test_runs_survive_close_and_reopen(
     async with open_sqlite_store(path=db_path, clock=clock) as store:
         await store.create(checkpoint=run, submission=make_submission(run))
         clock.advance(3)
-        moved = await store.transition(
+        await store.transition(
             algorithm=run.algorithm, request_id=run.id, to=Stage.RUNNING, changes={"job_uid": "u"}
         )
+    moved = attrs.evolve(run, lifecycle_stage=Stage.RUNNING, job_uid="u", last_modified=clock.now())
 
     store = await SqliteCheckpointStore.open(path=db_path, clock=clock)
     try:
-        assert await store.get(algorithm=run.algorithm, request_id=run.id) == moved.checkpoint
+        assert await store.get(algorithm=run.algorithm, request_id=run.id) == moved
         assert await store.get_submission(
             algorithm=run.algorithm, request_id=run.id
         ) == make_submission(run)
-        assert await store.by_tag(tag="t") == [moved.checkpoint]
+        assert await store.by_tag(tag="t") == [moved]
     finally:
         await store.aclose()
 
@@ -230,14 +232,17 @@ async def test_a_version_1_database_upgrades_on_open_and_keeps_its_rows(
     make_run: MakeRun,
     make_submission: Callable[[Checkpoint], SubmissionEntry],
 ) -> None:
-    """A file written by the first release (schema 1, no heartbeats table) is migrated on open."""
+    """A file written by the first release (schema 1: no heartbeats, no `cluster` column) is
+    migrated on open; the run's shard is taken from its submission entry."""
     run = make_run(Stage.BUFFERED, received_by_host="old-scheduler")
     connection = apsw.Connection(str(db_path))
     connection.execute(MIGRATIONS[0])
     connection.execute("PRAGMA user_version = 1")
-    marks = ", ".join("?" * len(COLUMNS))
+    first_release = COLUMNS[: COLUMNS.index("cluster")]
+    marks = ", ".join("?" * len(first_release))
     connection.execute(
-        f"INSERT INTO checkpoints ({COLUMN_LIST}) VALUES ({marks})", encode_checkpoint(run)
+        f"INSERT INTO checkpoints ({', '.join(first_release)}) VALUES ({marks})",
+        encode_checkpoint(run)[: len(first_release)],
     )
     connection.execute(
         "INSERT INTO submission_buffer VALUES (?, ?, ?, ?)", encode_submission(make_submission(run))
@@ -245,7 +250,8 @@ async def test_a_version_1_database_upgrades_on_open_and_keeps_its_rows(
     connection.close()
 
     async with open_sqlite_store(path=db_path, clock=clock) as store:
-        assert await store.get(algorithm=run.algorithm, request_id=run.id) == run
+        migrated = attrs.evolve(run, cluster=make_submission(run).cluster)
+        assert await store.get(algorithm=run.algorithm, request_id=run.id) == migrated
         assert await store.get_submission(
             algorithm=run.algorithm, request_id=run.id
         ) == make_submission(run)
@@ -255,7 +261,7 @@ async def test_a_version_1_database_upgrades_on_open_and_keeps_its_rows(
     check = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         assert check.execute("PRAGMA user_version").fetchall() == [(SCHEMA_VERSION,)]
-        assert SCHEMA_VERSION == 2
+        assert SCHEMA_VERSION == 3
     finally:
         check.close()
 

@@ -13,7 +13,9 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from nexusd.api import completions, data, health, results, runs
+from nexusd.api.asgi import BodyBudget, guard
 from nexusd.api.responses import text
+from nexusd.core.errors import StoreError
 
 if TYPE_CHECKING:
     import socket
@@ -34,6 +36,12 @@ def create_app(context: AppContext, *, scheduler: bool, receiver: bool) -> Quart
     if scheduler:
         app.register_blueprint(runs.blueprint)
         app.register_blueprint(results.blueprint)
+        # The unversioned API is the latest: today's v1 routes plus the extensions.
+        app.register_blueprint(runs.blueprint, url_prefix="/algorithm", name="runs_unversioned")
+        app.register_blueprint(
+            results.blueprint, url_prefix="/algorithm", name="results_unversioned"
+        )
+        app.register_blueprint(runs.latest)
         if context.files is not None:
             app.register_blueprint(data.blueprint)
     if receiver:
@@ -47,6 +55,12 @@ def create_app(context: AppContext, *, scheduler: bool, receiver: bool) -> Quart
             message = f"Request body is larger than the limit of {context.max_payload_size} bytes"
         return text(error.code or 500, message)
 
+    @app.errorhandler(StoreError)
+    async def store_error(error: StoreError) -> Response:
+        # Transient for the client: the SDKs retry 5xx, and nothing was accepted.
+        logger.error("checkpoint store failed: %s", error)
+        return text(503, f"The checkpoint store is unavailable: {error}", {"Retry-After": "5"})
+
     return app
 
 
@@ -55,19 +69,44 @@ async def serve_http(
     *,
     sock: socket.socket,
     shutdown: trio.Event | None = None,
+    stopped: trio.Event | None = None,
+    grace: float = 10.0,
+    max_body_memory: int = 512 * 1024 * 1024,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve on an already bound, listening socket until cancelled or `shutdown` is set;
-    `started(url)` once hypercorn accepts connections."""
+    """Serve on an already bound, listening socket; `started(url)` once hypercorn accepts
+    connections. Request bodies are bounded per request (the app's `MAX_CONTENT_LENGTH`) and
+    together (`max_body_memory`), see `nexusd.api.asgi`.
+
+    Setting `shutdown` stops it gracefully: the listening socket is closed (new connections
+    are refused, not left waiting in the backlog), idle keep-alive connections are closed, and
+    requests in flight get up to `grace` seconds to finish before they are cancelled; then
+    `stopped` is set and this returns. Cancelling it stops it at once.
+    """
     config = Config()
     # hypercorn takes ownership of (and closes) the descriptor it is given; the caller keeps sock.
     config.bind = [f"fd://{os.dup(sock.fileno())}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    trigger: Any = shutdown.wait if shutdown is not None else None
+    config.graceful_timeout = grace
+
+    async def trigger() -> None:
+        assert shutdown is not None
+        await shutdown.wait()
+        sock.close()  # hypercorn closes its duplicate; the socket stops listening with both
+
+    asgi: Any = app  # hypercorn's and quart's ASGI types are narrower than a plain callable
+    guarded: Any = guard(
+        asgi, max_body=app.config["MAX_CONTENT_LENGTH"], budget=BodyBudget(max_body_memory)
+    )
 
     async def run(task_status: trio.TaskStatus[list[str]]) -> None:
-        await serve(app, config, shutdown_trigger=trigger, task_status=task_status)
+        await serve(
+            guarded,
+            config,
+            shutdown_trigger=trigger if shutdown is not None else None,
+            task_status=task_status,
+        )
 
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(run)
@@ -76,3 +115,6 @@ async def serve_http(
         logger.info("serving HTTP on %s", url)
         task_status.started(url)
         del binds
+    logger.info("HTTP server stopped")
+    if stopped is not None:
+        stopped.set()

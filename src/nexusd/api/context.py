@@ -34,6 +34,8 @@ class AppContext:
     completer: Completer | None = None
     files: FilesystemPayloadStore | None = None
     max_payload_size: int = 64 * 1024 * 1024
+    #: most runs one batch request may carry
+    max_batch_runs: int = 1000
     result_valid_for: dt.timedelta = dt.timedelta(hours=24)
     #: name -> callable returning an attrs statistics snapshot, shown by /readyz
     statistics: dict[str, Callable[[], Any]] = attrs.field(factory=dict)

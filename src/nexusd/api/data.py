@@ -44,9 +44,17 @@ async def _serve(scope: str, read: Reader, what: str, algorithm: str, request_id
     return Response(data, status=200, content_type="application/json")
 
 
+async def _read_payload(*, algorithm: str, request_id: str) -> bytes | None:
+    """Small payloads live with their checkpoint (intake stores them inline), others as files."""
+    inline = await current_context().store.get_payload(algorithm=algorithm, request_id=request_id)
+    if inline is not None:
+        return inline
+    return await _files().get_payload(algorithm=algorithm, request_id=request_id)
+
+
 @blueprint.get("/payloads/<algorithm>/requests/<request_id>")
 async def get_payload(algorithm: str, request_id: str) -> Response:
-    return await _serve(PAYLOAD_GET, _files().get_payload, "payload", algorithm, request_id)
+    return await _serve(PAYLOAD_GET, _read_payload, "payload", algorithm, request_id)
 
 
 @blueprint.put("/results/<algorithm>/requests/<request_id>")

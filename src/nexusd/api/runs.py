@@ -1,11 +1,14 @@
 """Scheduler routes that act on runs: create, cancel, re-tag, and the buffered Job / payload.
 
-Status codes and bodies are upstream's (contract §2.1, 2.5-2.8, §0.1).
+Status codes and bodies are upstream's (contract §2.1, 2.5-2.8, §0.1). `blueprint` serves them
+under `/algorithm/v1`; `latest` adds the extensions of the unversioned `/algorithm` API (batch
+submission), where the app also mounts the v1 routes.
 """
 
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, request
 
@@ -16,22 +19,76 @@ from nexusd.pipeline.bodies import json_object, string_field
 from nexusd.pipeline.cancelling import InvalidCancellation, parse_cancellation
 from nexusd.pipeline.intake import IntakeError
 
+if TYPE_CHECKING:
+    from nexusd.pipeline.intake import Intake
+
 blueprint = Blueprint("runs", __name__, url_prefix="/algorithm/v1")
+latest = Blueprint("runs_latest", __name__, url_prefix="/algorithm")
+
+#: Go's `strconv.ParseBool` spellings: what a Go client's `dryRun` can look like.
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False", ""})
+
+
+def _dry_run() -> bool:
+    value = request.args.get("dryRun", "")
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise IntakeError(f"Query parameter dryRun must be true or false, not {value!r}")
+
+
+def _intake() -> Intake:
+    context = current_context()
+    if not context.readiness.accepting or context.intake is None:
+        raise IntakeError(
+            "This scheduler is shutting down; please retry.", status=503, retry_after=1
+        )
+    return context.intake
+
+
+def _refusal(error: IntakeError) -> Response:
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
+    return text(error.status, str(error), headers)
 
 
 @blueprint.post("/run/<algorithm>")
 async def create_run(algorithm: str) -> Response:
-    context = current_context()
-    if not context.readiness.accepting or context.intake is None:
-        return text(503, "This scheduler is shutting down; please retry.", {"Retry-After": "1"})
     try:
-        request_id = await context.intake.accept(
-            algorithm=algorithm, body=await body(), dry_run=request.args.get("dryRun") == "true"
-        )
+        intake, dry_run = _intake(), _dry_run()
+        parsed = await intake.parse(await body())
+        request_id = await intake.accept(algorithm=algorithm, request=parsed, dry_run=dry_run)
     except IntakeError as exc:
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-        return text(exc.status, str(exc), headers)
+        return _refusal(exc)
     return json_response(202, {"requestId": request_id})
+
+
+@latest.post("/batch/<algorithm>")
+async def create_runs(algorithm: str) -> Response:
+    """Many runs of one algorithm in one request: a JSON array of run bodies. Answers, in
+    order, `{"requestId"}` or `{"status", "error"}` per run; 202 when any run was accepted."""
+    context = current_context()
+    try:
+        intake, dry_run = _intake(), _dry_run()
+        requests = await intake.parse_batch(await body(), max_runs=context.max_batch_runs)
+        results = await intake.accept_batch(algorithm=algorithm, requests=requests, dry_run=dry_run)
+    except IntakeError as exc:
+        return _refusal(exc)
+    items: list[dict[str, Any]] = [
+        {"status": result.status, "error": str(result)}
+        if isinstance(result, IntakeError)
+        else {"requestId": result}
+        for result in results
+    ]
+    refused = [result for result in results if isinstance(result, IntakeError)]
+    accepted = len(results) - len(refused)
+    status = 202 if accepted else (429 if all(e.status == 429 for e in refused) else 400)
+    retry = [e.retry_after for e in refused if e.retry_after]
+    response = json_response(status, {"accepted": accepted, "refused": len(refused), "runs": items})
+    if retry:
+        response.headers["Retry-After"] = str(max(retry))
+    return response
 
 
 @blueprint.post("/cancel/<algorithm>/requests/<request_id>")

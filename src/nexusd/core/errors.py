@@ -2,6 +2,7 @@
 
 NexusdError
 ├── ConfigError              bad or unknown setting (CLI exit code 2)
+│   └── OwnershipError       a data directory or identity is held by another live process
 ├── InvalidTransition        an illegal lifecycle move was asked for
 ├── StoreError               a checkpoint or payload store failed
 │   ├── AlreadyExists        a record with this key exists
@@ -22,6 +23,12 @@ class NexusdError(Exception):
 
 class ConfigError(NexusdError):
     """A setting is unknown or its value is invalid; the message names the key."""
+
+
+class OwnershipError(ConfigError):
+    """What this process would own (its data directory, its `node.host_name`) is held by
+    another live process; the message names the holder. Like a bad setting, it stops the
+    start with exit code 2."""
 
 
 class InvalidTransition(NexusdError):

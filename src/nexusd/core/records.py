@@ -61,6 +61,9 @@ class Checkpoint:
     job_uid: str = ""
     parent: ParentRef | None = None
     payload_valid_for: dt.timedelta = dt.timedelta(hours=24)
+    #: the shard the run's Job goes to (not an upstream column: upstream never records it,
+    #: see `SubmissionEntry`); on the checkpoint so recovery needs no second read per run
+    cluster: str = ""
 
 
 @attrs.frozen
@@ -78,8 +81,31 @@ class SubmissionEntry:
 
 
 @attrs.frozen
+class NewRun:
+    """One run as intake stores it: checkpoint, Job manifest (None for a dry run, which never
+    gets a Job) and, when small enough, the payload itself, kept in the same transaction so a
+    run costs one durable write (`payloads.inline_max`)."""
+
+    checkpoint: Checkpoint
+    submission: SubmissionEntry | None
+    payload: bytes | None = None
+
+
+@attrs.frozen
+class PendingSubmission:
+    """What the submitter needs of a run it did not just accept itself (a recovered run): its
+    stage and holder, to skip runs that moved on, and its Job manifest, in one read."""
+
+    stage: Stage
+    received_by_host: str
+    cluster: str
+    template: JsonObject = attrs.field(hash=False)
+
+
+@attrs.frozen
 class Transition:
-    """The outcome of a conditional transition: whether it applied, and the run as it now is."""
+    """The outcome of a conditional transition: whether it applied, and the run's stage now
+    (the target when it applied, the stage that refused it otherwise)."""
 
     applied: bool
-    checkpoint: Checkpoint
+    stage: Stage

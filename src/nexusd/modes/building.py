@@ -21,6 +21,7 @@ from nexusd.kube.client import KubeClient
 from nexusd.kube.credentials import load_credentials
 from nexusd.kube.shards import Shard, shard_name_for
 from nexusd.stores.filesystem import FilesystemPayloadStore
+from nexusd.stores.locking import process_description, take_lock
 from nexusd.stores.memory import MemoryCheckpointStore
 from nexusd.stores.postgres import PostgresCheckpointStore
 from nexusd.stores.s3 import open_s3_store
@@ -72,6 +73,31 @@ async def open_foundation(settings: Settings) -> AsyncIterator[Foundation]:
                 payloads=payloads,
                 files=files,
             )
+
+
+async def hold_identity(store: CheckpointStore, settings: Settings, mode: str) -> None:
+    """Own this process's `node.host_name` in the store for as long as it is open (exit 2
+    naming the holder when another live process has it): the runs held under a name are
+    recovered as its own, so no two live processes may share one."""
+    await store.hold_identity(host=settings.host_name, holder=process_description(mode))
+
+
+@contextlib.asynccontextmanager
+async def own_directory(directory: Path, mode: str) -> AsyncIterator[None]:
+    """Hold `directory` for this process alone (a single-machine data directory)."""
+    lock = await trio.to_thread.run_sync(
+        functools.partial(
+            take_lock,
+            directory / "nexusd.lock",
+            holder=process_description(mode),
+            what=f"data directory {directory}",
+            hint="stop it first, or start this one with another --data-dir",
+        )
+    )
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def postgres_dsn(settings: Settings) -> str:

@@ -17,9 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from nexusd.devcluster import DevClusterConfig, run_dev_cluster
+from nexusd.devcluster import DevClusterConfig, NodeGroup, run_dev_cluster
+from nexusd.devcluster.nodes import DEFAULT_NODE_GROUPS
 from nexusd.kube.applying import apply, parse_documents, read_directory
-from nexusd.modes.building import external_url, open_foundation, open_shards
+from nexusd.modes.building import (
+    external_url,
+    hold_identity,
+    open_foundation,
+    open_shards,
+    own_directory,
+)
 from nexusd.modes.maintainer import start_maintenance
 from nexusd.modes.services import Running, start_services
 
@@ -70,12 +77,22 @@ async def run(
     data_dir = settings.data.dir
     namespace = settings.kube.runtime_namespace
     await trio.to_thread.run_sync(lambda: data_dir.mkdir(parents=True, exist_ok=True))
+    local = settings.dev.kubelet == "local"
     cluster_config = DevClusterConfig(
         state_dir=data_dir / "cluster",
         namespace=namespace,
-        kubelet="local" if settings.dev.kubelet == "local" else "scripted",
+        kubelet="local" if local else "scripted",
+        # The cluster's objects outlive a crash of this process, so its runs' Jobs do.
+        persist=True,
+        # Pods are processes on this machine: as many at once as it can run.
+        node_groups=(NodeGroup.for_host(),) if local else DEFAULT_NODE_GROUPS,
     )
-    async with open_foundation(settings) as foundation, trio.open_nursery() as outer:
+    async with (
+        own_directory(data_dir, "dev"),
+        open_foundation(settings) as foundation,
+        trio.open_nursery() as outer,
+    ):
+        await hold_identity(foundation.store, settings, "dev")
         cluster = await outer.start(
             lambda task_status: run_dev_cluster(config=cluster_config, task_status=task_status)
         )

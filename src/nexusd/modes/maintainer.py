@@ -21,6 +21,7 @@ from nexusd.core.errors import NexusdError
 from nexusd.kube.client import EVENTS, JOBS, PODS
 from nexusd.kube.watching import run_informer
 from nexusd.modes.building import (
+    hold_identity,
     open_checkpoint_store,
     open_foundation,
     open_payload_store,
@@ -179,6 +180,7 @@ async def run(
         open_shards(settings) as shards,
         trio.open_nursery() as nursery,
     ):
+        await hold_identity(foundation.store, settings, "maintainer")
         maintainer = await start_maintenance(
             nursery,
             settings=settings,
@@ -208,6 +210,7 @@ async def run_once(settings: Settings) -> PassReport:
 
 async def _pass(settings: Settings) -> PassReport:
     async with _open(settings) as (clock, store, payloads, shards), trio.open_nursery() as nursery:
+        await hold_identity(store, settings, "maintainer --once")
         maintainer = await start_maintenance(
             nursery,
             settings=settings,

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from nexusd.modes.building import open_foundation, open_shards
+from nexusd.modes.building import hold_identity, open_foundation, open_shards
 from nexusd.modes.services import Running, start_services
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ async def run(
         open_shards(settings) as shards,
         trio.open_nursery() as nursery,
     ):
+        await hold_identity(foundation.store, settings, "scheduler")
         running = await start_services(
             nursery, foundation, shards=shards, scheduler=True, receiver=False
         )

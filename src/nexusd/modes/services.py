@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from nexusd.modes.building import Foundation
     from nexusd.settings import Settings
     from nexusd.stores.checkpoints import CheckpointStore
-    from nexusd.stores.payloads import PayloadStore
 
 logger = logging.getLogger(__name__)
 
@@ -48,19 +47,34 @@ class Running:
 
     url: str
     context: AppContext
+    #: set to stop the HTTP server gracefully; `http_stopped` is set once it has
+    http_shutdown: trio.Event
+    http_stopped: trio.Event
     submitters: list[Submitter] = attrs.Factory(list)
     #: the embedded cluster, in `nexusd dev`
     cluster: DevCluster | None = None
 
     async def stop(self, grace: float) -> None:
-        """Stop intake (/readyz fails, new runs get 503), then let the submitters drain their
-        queues for up to `grace` seconds. Whatever is still queued stays BUFFERED in the store,
-        where a restart or the maintainer picks it up: nothing accepted is lost."""
+        """Stop taking work and finish what was taken, within `grace` seconds:
+
+        - intake refuses new runs at once (503, and /readyz fails);
+        - the HTTP server stops accepting connections and lets the requests in flight finish
+          (hypercorn's graceful shutdown), so a run or completion being posted right now is
+          answered, and what it was answered for is durable;
+        - meanwhile the submitters drain their queues.
+
+        Whatever is still queued when the grace runs out stays BUFFERED in the store, where a
+        restart or the maintainer picks it up: nothing accepted is lost.
+        """
         self.context.readiness.accepting = False
+        self.http_shutdown.set()
         with trio.move_on_after(grace):
+            await self.http_stopped.wait()
             # A short poll rather than a wake-up per queue: this runs once, at shutdown.
             while any(len(s.queue) or s.in_flight for s in self.submitters):  # noqa: ASYNC110
                 await trio.sleep(DRAIN_POLL_INTERVAL)
+        if not self.http_stopped.is_set():
+            logger.warning("HTTP requests still in flight after the %gs grace; cancelling", grace)
         left = sum(len(s.queue) for s in self.submitters)
         if left:
             logger.warning("stopping with %d runs still queued; they stay BUFFERED", left)
@@ -75,17 +89,13 @@ async def start_services(
     receiver: bool,
 ) -> Running:
     """Start the HTTP API and, for a scheduler, the configuration cache and the submitter."""
-    settings, clock, store, payloads = (
-        foundation.settings,
-        foundation.clock,
-        foundation.store,
-        foundation.payloads,
-    )
+    settings, store, payloads = foundation.settings, foundation.store, foundation.payloads
     context = AppContext(
         store=store,
         readiness=Readiness(),
         files=foundation.files,
         max_payload_size=settings.http.max_payload_size,
+        max_batch_runs=settings.http.max_batch_runs,
         result_valid_for=dt.timedelta(seconds=settings.payloads.result_valid_for),
     )
     statistics = getattr(store, "statistics", None)
@@ -93,16 +103,31 @@ async def start_services(
         context.statistics["store"] = statistics
     submitters = []
     if scheduler:
-        submitters = await _start_scheduler(
-            nursery, settings, clock, store, payloads, shards, context
-        )
+        submitters = await _start_scheduler(nursery, foundation, shards, context)
     if receiver:
         context.completer = Completer(
             store=store, payloads=payloads, result_valid_for=settings.payloads.result_valid_for
         )
     app = create_app(context, scheduler=scheduler, receiver=receiver)
-    url = await nursery.start(functools.partial(serve_http, app, sock=foundation.sock))
-    return Running(url=url, context=context, submitters=submitters)
+    shutdown, stopped = trio.Event(), trio.Event()
+    url = await nursery.start(
+        functools.partial(
+            serve_http,
+            app,
+            sock=foundation.sock,
+            shutdown=shutdown,
+            stopped=stopped,
+            grace=settings.shutdown.grace,
+            max_body_memory=settings.http.max_body_memory,
+        )
+    )
+    return Running(
+        url=url,
+        context=context,
+        http_shutdown=shutdown,
+        http_stopped=stopped,
+        submitters=submitters,
+    )
 
 
 async def start_submitter(
@@ -133,14 +158,9 @@ async def start_submitter(
 
 
 async def _start_scheduler(
-    nursery: trio.Nursery,
-    settings: Settings,
-    clock: Clock,
-    store: CheckpointStore,
-    payloads: PayloadStore,
-    shards: dict[str, Shard],
-    context: AppContext,
+    nursery: trio.Nursery, foundation: Foundation, shards: dict[str, Shard], context: AppContext
 ) -> list[Submitter]:
+    settings, clock, store = foundation.settings, foundation.clock, foundation.store
     # Templates and workgroups come from the scheduler's own cluster: the first shard.
     home = next(iter(shards.values()))
     cache = ConfigurationCache()
@@ -178,7 +198,7 @@ async def _start_scheduler(
     await requeue_buffered(store=store, host=settings.host_name, queues=queues)
     context.intake = Intake(
         store=store,
-        payloads=payloads,
+        payloads=foundation.payloads,
         configuration=cache,
         shards=shards,
         queues=queues,
@@ -188,10 +208,14 @@ async def _start_scheduler(
         default_valid_for=settings.payloads.valid_for,
         max_valid_for=settings.payloads.max_valid_for,
         result_valid_for=settings.payloads.result_valid_for,
+        # Only where nexusd serves the payload URLs itself can it serve them from the store.
+        inline_max=settings.payloads.inline_max if foundation.files is not None else 0,
+        commit_timeout=settings.store.commit_timeout,
     )
     context.canceller = Canceller(
         store=store,
         shards=shards,
         throttles={submitter.shard.name: submitter.throttle for submitter in submitters},
+        queues=queues,
     )
     return submitters

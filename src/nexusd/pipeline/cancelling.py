@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from nexusd.core.records import Transition
     from nexusd.kube.shards import Shard
     from nexusd.kube.throttling import ShardThrottle
+    from nexusd.pipeline.intake import RunRef
+    from nexusd.pipeline.queueing import VirtualQueue
     from nexusd.stores.checkpoints import CheckpointStore
 
 logger = logging.getLogger(__name__)
@@ -68,12 +70,15 @@ class Canceller:
     store: CheckpointStore
     shards: Mapping[str, Shard]
     throttles: Mapping[str, ShardThrottle]
+    #: this process's shard queues: a cancelled run still waiting in one is taken out, so it
+    #: never reaches the API server
+    queues: Mapping[str, VirtualQueue[RunRef]] = attrs.field(factory=dict)
 
     async def cancel(
         self, *, algorithm: str, request_id: str, request: CancellationRequest
     ) -> Transition:
-        """Cancel the run; raises `NotFound` when neither the run nor its submission exists."""
-        submission = await self.store.get_submission(algorithm=algorithm, request_id=request_id)
+        """Cancel the run; raises `NotFound` for an unknown run."""
+        pending = await self.store.pending_submission(algorithm=algorithm, request_id=request_id)
         outcome = await self.store.transition(
             algorithm=algorithm,
             request_id=request_id,
@@ -83,9 +88,14 @@ class Canceller:
                 "algorithm_failure_details": f"Run cancelled, reason: '{request.reason}'",
             },
         )
-        if not outcome.applied:
-            return outcome
-        shard = self.shards.get(submission.cluster) if submission else None
+        if not outcome.applied or pending is None:
+            return outcome  # finished already, or a dry run (never had a Job)
+        queue = self.queues.get(pending.cluster)
+        if queue is not None and queue.discard(
+            lambda ref: (ref.algorithm, ref.request_id) == (algorithm, request_id)
+        ):
+            return outcome  # it was still queued here: no Job was ever created
+        shard = self.shards.get(pending.cluster)
         if shard is not None:
             try:
                 async with self.throttles[shard.name].mutating():

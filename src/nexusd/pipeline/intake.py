@@ -1,38 +1,51 @@
-"""Intake: turn `POST /algorithm/v1/run/{alg}` into a durable, queued run.
+"""Intake: turn `POST /algorithm/v1/run/{alg}` (or a batch of runs) into durable, queued runs.
 
 Input: the algorithm name, the raw request body and the dryRun flag.
-Output: a request id, only once the payload, the checkpoint (BUFFERED) and the Job manifest with
-its target shard are durable, and the run holds a place in the virtual queue.
-Failure: every problem with the request is an `IntakeError` (HTTP 4xx with upstream's message
+Output: request ids, each only once its payload, its checkpoint (BUFFERED; a dry run COMPLETED)
+and its Job manifest with the target shard are durable and the run holds its place in the
+virtual queue.
+Failure: every problem with a request is an `IntakeError` (HTTP 4xx with upstream's message
 where upstream has one) raised before anything is written; a full queue is a 429 raised before
-anything is written; a store failure after the payload write leaves only an unreferenced blob.
+anything is written; a store failure after the payload write leaves only an unreferenced blob,
+which garbage collection removes.
 
-Unlike upstream, which answers 202 before persisting anything, nothing accepted here can be lost.
+Cancellation (a client that disconnects, a timeout, SIGTERM) can strike at any `await`. Until
+the checkpoint write starts, it leaves nothing but possibly an unreferenced payload blob: the
+run was not accepted. From then on the write and the enqueueing run shielded, bounded by
+`commit_timeout`, so a cancelled request leaves its run accepted and moving: stored and queued,
+never stored and forgotten (tests/pipeline/test_intake_cancellation.py cancels `accept` at
+every checkpoint it passes). A dry run is written once, already COMPLETED, so nothing can ever
+submit it.
+
+Unlike upstream, which answers 202 before persisting anything, nothing accepted can be lost.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
+import functools
 import logging
 import uuid
 import zlib
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import trio
 
 from nexusd.core.durations import format_go_duration, parse_go_duration
 from nexusd.core.errors import KubeNotFound, KubeUnavailable
 from nexusd.core.lifecycle import Stage
-from nexusd.core.records import Checkpoint, ParentRef, SubmissionEntry
+from nexusd.core.records import Checkpoint, NewRun, ParentRef, SubmissionEntry
 from nexusd.kube.client import JOBS
 from nexusd.kube.manifests import build_job, dry_run_owner_reference, parent_owner_reference
 from nexusd.kube.overrides import merge_overrides, validate_overrides, validate_template_spec
-from nexusd.pipeline.bodies import json_object, string_field
+from nexusd.pipeline.bodies import Member, array_members, object_members
 from nexusd.pipeline.queueing import QueueFull, Reservation, VirtualQueue
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from nexusd.core.clock import Clock
     from nexusd.kube.configuration import ConfigurationCache
     from nexusd.kube.shards import Shard
@@ -42,16 +55,24 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DRY_RUN_JOB_UID = "dry-run"
+#: Bodies up to this size are parsed on the event loop (well under a millisecond); larger
+#: ones in a worker thread.
+THREAD_PARSE_MIN = 256 * 1024
+#: Large bodies parsed at once: each can take several times its size in memory while decoded.
+LARGE_BODY_PARSERS = 2
 
 
 @attrs.frozen
 class RunRef:
-    """What travels through the queue: the key of a durable run, and how often its
-    submission was tried (for the back-off)."""
+    """What travels through the queue: the key of a durable run, how often its submission was
+    tried (for the back-off) and, for a run this process just accepted, its Job manifest, so
+    the submitter needs no store read for it. A ref without a manifest (a recovered run) is
+    looked up in the store first."""
 
     algorithm: str
     request_id: str
     attempt: int = 0
+    template: dict[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
 
 
 class IntakeError(Exception):
@@ -65,7 +86,8 @@ class IntakeError(Exception):
 
 @attrs.frozen
 class ParsedRequest:
-    parameters: dict[str, Any]
+    #: `algorithmParameters` exactly as the client sent them (UTF-8 JSON text)
+    payload: bytes
     overrides: dict[str, Any] | None
     api_version: str
     tag: str
@@ -79,58 +101,138 @@ def _invalid(message: str) -> IntakeError:
 
 def parse_request(body: bytes, *, default_valid_for: float, max_valid_for: float) -> ParsedRequest:
     """Validate an `AlgorithmRequest` body; every message names the offending field."""
-    document = json_object(body, _invalid)
-    parameters = document.get("algorithmParameters")
-    if parameters is None:
+    text, members = object_members(body, _invalid)
+    return parse_members(
+        text, members, default_valid_for=default_valid_for, max_valid_for=max_valid_for
+    )
+
+
+def parse_members(
+    text: str, members: dict[str, Member], *, default_valid_for: float, max_valid_for: float
+) -> ParsedRequest:
+    """`parse_request` for an object already split into members (one item of a batch)."""
+    parameters = members.get("algorithmParameters")
+    if parameters is None or parameters.value is None:
         raise _invalid("algorithmParameters is required")
-    if not isinstance(parameters, dict):
+    if not isinstance(parameters.value, dict):
         raise _invalid("algorithmParameters must be a JSON object")
-    overrides = document.get("customConfiguration")
+    overrides = _value(members, "customConfiguration")
     if overrides is not None:
         if not isinstance(overrides, dict):
             raise _invalid("customConfiguration must be a JSON object")
         problems = validate_overrides(overrides)
         if problems:
             raise _invalid("; ".join(problems))
-    parent = None
-    parent_doc = document.get("parentRequest")
-    if parent_doc is not None:
-        if not isinstance(parent_doc, dict):
-            raise _invalid("parentRequest must be a JSON object")
-        request_id = parent_doc.get("requestId")
-        algorithm_name = parent_doc.get("algorithmName")
-        if not isinstance(request_id, str) or not request_id:
-            raise _invalid("parentRequest.requestId is required")
-        if not isinstance(algorithm_name, str) or not algorithm_name:
-            raise _invalid("parentRequest.algorithmName is required")
-        parent = ParentRef(request_id=request_id, algorithm_name=algorithm_name)
-    valid_for = dt.timedelta(seconds=default_valid_for)
-    raw_valid_for = string_field(document, "payloadValidFor", _invalid)
-    if raw_valid_for:
-        try:
-            valid_for = parse_go_duration(raw_valid_for)
-        except ValueError:
-            raise _invalid(
-                f"payloadValidFor {raw_valid_for!r} is not a duration like 6h or 90m"
-            ) from None
-        if valid_for <= dt.timedelta(0):
-            raise _invalid(f"payloadValidFor {raw_valid_for!r} must be positive")
-        if valid_for.total_seconds() > max_valid_for:
-            limit = format_go_duration(dt.timedelta(seconds=max_valid_for))
-            raise _invalid(f"payloadValidFor {raw_valid_for!r} exceeds the maximum {limit}")
     return ParsedRequest(
-        parameters=parameters,
+        payload=text[parameters.start : parameters.end].encode(),
         overrides=overrides,
-        api_version=string_field(document, "requestApiVersion", _invalid),
-        tag=string_field(document, "tag", _invalid),
-        parent=parent,
-        valid_for=valid_for,
+        api_version=_string(members, "requestApiVersion"),
+        tag=_string(members, "tag"),
+        parent=_parent(_value(members, "parentRequest")),
+        valid_for=_valid_for(_string(members, "payloadValidFor"), default_valid_for, max_valid_for),
     )
+
+
+def parse_batch(
+    body: bytes, *, default_valid_for: float, max_valid_for: float, max_runs: int
+) -> list[ParsedRequest | IntakeError]:
+    """A JSON array of `AlgorithmRequest` bodies: each item parsed on its own, so a bad item is
+    that item's error and the others stand. A malformed array, an empty one or one with more
+    than `max_runs` items is an error for the whole batch."""
+    text, items = array_members(body, _invalid)
+    if not items:
+        raise _invalid("a batch needs at least one run")
+    if len(items) > max_runs:
+        raise IntakeError(
+            f"A batch holds at most {max_runs} runs (http.max_batch_runs); this one has "
+            f"{len(items)}. Please split it.",
+            status=413,
+        )
+    parsed: list[ParsedRequest | IntakeError] = []
+    for members in items:
+        try:
+            if members is None:
+                raise _invalid("a run must be a JSON object")
+            parsed.append(
+                parse_members(
+                    text, members, default_valid_for=default_valid_for, max_valid_for=max_valid_for
+                )
+            )
+        except IntakeError as exc:
+            parsed.append(exc)
+    return parsed
+
+
+def _value(members: dict[str, Member], key: str) -> Any:
+    member = members.get(key)
+    return None if member is None else member.value
+
+
+def _string(members: dict[str, Member], key: str) -> str:
+    """An optional string field; missing or null reads as "" (upstream's Go zero value)."""
+    value = _value(members, key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _invalid(f"{key} must be a string")
+    return value
+
+
+def _parent(document: Any) -> ParentRef | None:
+    if document is None:
+        return None
+    if not isinstance(document, dict):
+        raise _invalid("parentRequest must be a JSON object")
+    request_id = document.get("requestId")
+    algorithm_name = document.get("algorithmName")
+    if not isinstance(request_id, str) or not request_id:
+        raise _invalid("parentRequest.requestId is required")
+    if not isinstance(algorithm_name, str) or not algorithm_name:
+        raise _invalid("parentRequest.algorithmName is required")
+    return ParentRef(request_id=request_id, algorithm_name=algorithm_name)
+
+
+def _valid_for(raw: str, default: float, maximum: float) -> dt.timedelta:
+    if not raw:
+        return dt.timedelta(seconds=default)
+    try:
+        valid_for = parse_go_duration(raw)
+    except ValueError:
+        raise _invalid(f"payloadValidFor {raw!r} is not a duration like 6h or 90m") from None
+    if valid_for <= dt.timedelta(0):
+        raise _invalid(f"payloadValidFor {raw!r} must be positive")
+    if valid_for.total_seconds() > maximum:
+        limit = format_go_duration(dt.timedelta(seconds=maximum))
+        raise _invalid(f"payloadValidFor {raw!r} exceeds the maximum {limit}")
+    return valid_for
 
 
 def content_hash(payload: bytes) -> str:
     """Upstream core's content hash: base64 of the 8-hex-digit CRC32 of the payload."""
     return base64.b64encode(f"{zlib.crc32(payload):08x}".encode()).decode()
+
+
+@attrs.frozen
+class Prepared:
+    """A validated run, ready to be written: what the store gets and what the queue gets."""
+
+    run: NewRun
+    shard: str
+    ref: RunRef
+    payload: bytes = attrs.field(repr=False)
+
+    @property
+    def request_id(self) -> str:
+        return self.ref.request_id
+
+
+@attrs.frozen
+class Resolved:
+    """An algorithm's template spec, workgroup spec and target shard."""
+
+    spec: dict[str, Any]
+    workgroup: dict[str, Any]
+    shard: Shard
 
 
 @attrs.define
@@ -146,38 +248,80 @@ class Intake:
     default_valid_for: float
     max_valid_for: float
     result_valid_for: float
+    #: payloads up to this many bytes are stored with the checkpoint (one durable write per
+    #: run) when the payload store is served by nexusd itself; 0 = always a separate blob
+    inline_max: int = 0
+    #: seconds the shielded checkpoint write may take before intake answers 503
+    commit_timeout: float = 30.0
+    _large_bodies: trio.CapacityLimiter = attrs.field(
+        factory=lambda: trio.CapacityLimiter(LARGE_BODY_PARSERS), init=False
+    )
 
-    async def accept(self, *, algorithm: str, body: bytes, dry_run: bool) -> str:
-        request = parse_request(
-            body, default_valid_for=self.default_valid_for, max_valid_for=self.max_valid_for
+    async def parse(self, body: bytes) -> ParsedRequest:
+        """`parse_request` with this scheduler's limits; a large body in a worker thread, so
+        decoding it does not stall every other request (at most `LARGE_BODY_PARSERS` at once)."""
+        parse = functools.partial(
+            parse_request,
+            body,
+            default_valid_for=self.default_valid_for,
+            max_valid_for=self.max_valid_for,
         )
-        spec, workgroup_spec, shard = self._resolve(algorithm)
-        applied = merge_overrides(spec, request.overrides)
-        request_id = str(uuid.uuid4())
-        owner = await self._parent_owner(request.parent, shard, dry_run=dry_run)
-        reservation = None if dry_run else self._reserve(shard)
-        try:
-            await self._persist(
-                algorithm, request_id, request, applied, workgroup_spec, shard, owner
-            )
-        except BaseException:
-            if reservation is not None:
-                reservation.cancel()
-            raise
-        if reservation is not None:
-            reservation.put(RunRef(algorithm=algorithm, request_id=request_id))
-        else:
-            await self.store.transition(
-                algorithm=algorithm,
-                request_id=request_id,
-                to=Stage.COMPLETED,
-                expected={Stage.BUFFERED},
-                changes={"job_uid": DRY_RUN_JOB_UID, "sent_at": self.clock.now()},
-            )
-        logger.debug("accepted run", extra={"request_id": request_id, "algorithm": algorithm})
-        return request_id
+        if len(body) <= THREAD_PARSE_MIN:
+            return parse()
+        return await trio.to_thread.run_sync(parse, limiter=self._large_bodies)
 
-    def _resolve(self, algorithm: str) -> tuple[dict[str, Any], dict[str, Any], Shard]:
+    async def accept(self, *, algorithm: str, request: ParsedRequest, dry_run: bool) -> str:
+        """Accept one parsed run; return its request id once it is durable and queued."""
+        resolved = self.resolve(algorithm)
+        prepared = await self.prepare(algorithm, request, resolved, dry_run=dry_run)
+        reservation = None if dry_run else self._reserve(prepared)
+        await self.commit([(prepared, reservation)])
+        logger.debug(
+            "accepted run", extra={"request_id": prepared.request_id, "algorithm": algorithm}
+        )
+        return prepared.request_id
+
+    async def parse_batch(self, body: bytes, *, max_runs: int) -> list[ParsedRequest | IntakeError]:
+        """`parse_batch` with this scheduler's limits, in a worker thread when large."""
+        parse = functools.partial(
+            parse_batch,
+            body,
+            default_valid_for=self.default_valid_for,
+            max_valid_for=self.max_valid_for,
+            max_runs=max_runs,
+        )
+        if len(body) <= THREAD_PARSE_MIN:
+            return parse()
+        return await trio.to_thread.run_sync(parse, limiter=self._large_bodies)
+
+    async def accept_batch(
+        self, *, algorithm: str, requests: Sequence[ParsedRequest | IntakeError], dry_run: bool
+    ) -> list[str | IntakeError]:
+        """Accept the valid runs of a batch together (one transaction); return, in order, each
+        run's request id or its own error. Every id returned is durable and queued."""
+        resolved = self.resolve(algorithm)
+        results: list[str | IntakeError] = []
+        ready: list[tuple[Prepared, Reservation[RunRef] | None]] = []
+        try:
+            for request in requests:
+                if isinstance(request, IntakeError):
+                    results.append(request)
+                    continue
+                try:
+                    prepared = await self.prepare(algorithm, request, resolved, dry_run=dry_run)
+                    ready.append((prepared, None if dry_run else self._reserve(prepared)))
+                except IntakeError as exc:
+                    results.append(exc)
+                else:
+                    results.append(prepared.request_id)
+        except BaseException:
+            _give_back([reservation for _, reservation in ready if reservation is not None])
+            raise
+        if ready:
+            await self.commit(ready)
+        return results
+
+    def resolve(self, algorithm: str) -> Resolved:
         """Template, workgroup and shard of an algorithm, or the 400 upstream answers."""
         template = self.configuration.template(algorithm)
         if template is None:
@@ -211,7 +355,114 @@ class Intake:
                 f"{cluster!r}, which is not a shard of this scheduler (known: {known}). "
                 "Please check the deployed configuration."
             )
-        return spec, workgroup_spec, shard
+        return Resolved(spec=spec, workgroup=workgroup_spec, shard=shard)
+
+    async def prepare(
+        self, algorithm: str, request: ParsedRequest, resolved: Resolved, *, dry_run: bool
+    ) -> Prepared:
+        """Everything of a run but the write: Job manifest, checkpoint, payload placement."""
+        owner = await self._parent_owner(request.parent, resolved.shard, dry_run=dry_run)
+        applied = merge_overrides(resolved.spec, request.overrides)
+        request_id = str(uuid.uuid4())
+        payload_url = self.payloads.payload_url(
+            algorithm=algorithm, request_id=request_id, valid_for=request.valid_for
+        )
+        upload_url = self.payloads.result_upload_url(
+            algorithm=algorithm,
+            request_id=request_id,
+            valid_for=dt.timedelta(seconds=self.result_valid_for),
+        )
+        shard = resolved.shard
+        try:
+            job = build_job(
+                request_id=request_id,
+                algorithm=algorithm,
+                spec=applied,
+                workgroup=resolved.workgroup,
+                namespace=shard.namespace,
+                payload_url=payload_url,
+                result_upload_url=upload_url,
+                parent_owner=owner,
+                parent=(
+                    (request.parent.request_id, request.parent.algorithm_name)
+                    if request.parent
+                    else None
+                ),
+                nexus_version=self.nexus_version,
+            )
+        except ValueError as exc:  # overrides that make the template unusable
+            raise _invalid(str(exc)) from None
+        now = self.clock.now()
+        checkpoint = Checkpoint(
+            algorithm=algorithm,
+            id=request_id,
+            lifecycle_stage=Stage.COMPLETED if dry_run else Stage.BUFFERED,
+            received_at=now,
+            last_modified=now,
+            payload_uri=payload_url,
+            received_by_host=self.host_name,
+            sent_at=now if dry_run else None,
+            applied_configuration=applied,
+            configuration_overrides=request.overrides,
+            content_hash=content_hash(request.payload),
+            tag=request.tag,
+            api_version=request.api_version,
+            job_uid=DRY_RUN_JOB_UID if dry_run else "",
+            parent=request.parent,
+            payload_valid_for=request.valid_for,
+            cluster=shard.name,
+        )
+        inline = len(request.payload) <= self.inline_max
+        run = NewRun(
+            checkpoint=checkpoint,
+            submission=SubmissionEntry(
+                algorithm=algorithm, id=request_id, cluster=shard.name, template=job
+            ),
+            payload=request.payload if inline else None,
+        )
+        ref = RunRef(algorithm=algorithm, request_id=request_id, template=job)
+        return Prepared(run=run, shard=shard.name, ref=ref, payload=request.payload)
+
+    async def commit(self, items: Sequence[tuple[Prepared, Reservation[RunRef] | None]]) -> None:
+        """Store the runs (one transaction) and fill their reservations (None for dry runs);
+        see the module docstring on cancellation. Raises IntakeError (503: the store did not
+        answer in time) or StoreError, after which nothing is stored."""
+        reservations = [reservation for _, reservation in items if reservation is not None]
+        try:
+            for item, _ in items:
+                if item.run.payload is None:  # too large to go with the checkpoint
+                    await self.payloads.put_payload(
+                        algorithm=item.ref.algorithm, request_id=item.request_id, data=item.payload
+                    )
+        except BaseException:
+            _give_back(reservations)
+            raise
+        with trio.move_on_after(self.commit_timeout, shield=True) as bound:
+            try:
+                await self.store.create_many(runs=[item.run for item, _ in items])
+            except trio.Cancelled:
+                # The bound ran out: the write may still land (SQLite finishes queued writes),
+                # so the runs are queued without their manifests: the submitter reads each
+                # from the store first and skips one that was never stored.
+                for item, reservation in items:
+                    if reservation is not None:
+                        reservation.put(attrs.evolve(item.ref, template=None))
+                raise
+            except BaseException:
+                _give_back(reservations)
+                raise
+            for item, reservation in items:
+                if reservation is not None:
+                    reservation.put(item.ref)
+        if bound.cancelled_caught:
+            ids = ", ".join(item.request_id for item, _ in items)
+            raise IntakeError(
+                f"The checkpoint store did not confirm run {ids} within {self.commit_timeout:g}s "
+                "(store.commit_timeout); it may still start. Please check its result before "
+                "submitting it again.",
+                status=503,
+                retry_after=5,
+            )
 
     async def _parent_owner(
         self, parent: ParentRef | None, shard: Shard, *, dry_run: bool
@@ -235,70 +486,18 @@ class Intake:
             ) from None
         return parent_owner_reference(job)
 
-    def _reserve(self, shard: Shard) -> Reservation[RunRef]:
+    def _reserve(self, item: Prepared) -> Reservation[RunRef]:
+        """Room in the run's shard queue, or the 429 a full queue answers."""
         try:
-            return self.queues[shard.name].reserve_nowait()
+            return self.queues[item.shard].reserve_nowait()
         except QueueFull:
             raise IntakeError(
-                f"The submission queue for cluster {shard.name} is full. Please retry later.",
+                f"The submission queue for cluster {item.shard} is full. Please retry later.",
                 status=429,
                 retry_after=1,
             ) from None
 
-    async def _persist(
-        self,
-        algorithm: str,
-        request_id: str,
-        request: ParsedRequest,
-        applied: dict[str, Any],
-        workgroup_spec: dict[str, Any],
-        shard: Shard,
-        owner: dict[str, Any] | None,
-    ) -> None:
-        payload = json.dumps(request.parameters, separators=(",", ":")).encode()
-        await self.payloads.put_payload(algorithm=algorithm, request_id=request_id, data=payload)
-        payload_url = self.payloads.payload_url(
-            algorithm=algorithm, request_id=request_id, valid_for=request.valid_for
-        )
-        upload_url = self.payloads.result_upload_url(
-            algorithm=algorithm,
-            request_id=request_id,
-            valid_for=dt.timedelta(seconds=self.result_valid_for),
-        )
-        job = build_job(
-            request_id=request_id,
-            algorithm=algorithm,
-            spec=applied,
-            workgroup=workgroup_spec,
-            namespace=shard.namespace,
-            payload_url=payload_url,
-            result_upload_url=upload_url,
-            parent_owner=owner,
-            parent=(
-                (request.parent.request_id, request.parent.algorithm_name)
-                if request.parent
-                else None
-            ),
-            nexus_version=self.nexus_version,
-        )
-        now = self.clock.now()
-        checkpoint = Checkpoint(
-            algorithm=algorithm,
-            id=request_id,
-            lifecycle_stage=Stage.BUFFERED,
-            received_at=now,
-            last_modified=now,
-            payload_uri=payload_url,
-            received_by_host=self.host_name,
-            applied_configuration=applied,
-            configuration_overrides=request.overrides,
-            content_hash=content_hash(payload),
-            tag=request.tag,
-            api_version=request.api_version,
-            parent=request.parent,
-            payload_valid_for=request.valid_for,
-        )
-        submission = SubmissionEntry(
-            algorithm=algorithm, id=request_id, cluster=shard.name, template=job
-        )
-        await self.store.create(checkpoint=checkpoint, submission=submission)
+
+def _give_back(reservations: Sequence[Reservation[RunRef]]) -> None:
+    for reservation in reservations:
+        reservation.cancel()

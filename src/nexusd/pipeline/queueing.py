@@ -24,10 +24,13 @@ import collections
 import heapq
 import itertools
 import math
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import attrs
 import trio
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 T = TypeVar("T")
 
@@ -85,6 +88,19 @@ class VirtualQueue(Generic[T]):
             wait = self._priority[0][0] - now if self._priority else math.inf
             with trio.move_on_after(wait):
                 await self._lot.park()
+
+    def discard(self, match: Callable[[T], bool]) -> int:
+        """Take every queued item for which `match` is true out of both lanes; return how
+        many. O(n): for rare events such as a cancelled run, not for the hot path."""
+        kept = collections.deque(entry for entry in self._normal if not match(entry[1]))
+        gone = len(self._normal) - len(kept)
+        self._normal = kept
+        priority = [entry for entry in self._priority if not match(entry[3])]
+        gone += len(self._priority) - len(priority)
+        if len(priority) != len(self._priority):
+            heapq.heapify(priority)
+            self._priority = priority
+        return gone
 
     def _fill(self, item: T) -> None:
         self._reserved -= 1

@@ -75,10 +75,7 @@ class Reconciler:
     async def reconcile(self, checkpoint: Checkpoint) -> None:
         """Look at one run's whole state and act on it (level-triggered, idempotent)."""
         self.reconciled += 1
-        entry = await self.store.get_submission(
-            algorithm=checkpoint.algorithm, request_id=checkpoint.id
-        )
-        view = self.views.get(entry.cluster) if entry is not None else None
+        view = self.views.get(checkpoint.cluster)
         if view is None or not view.synced:
             return  # a shard this maintainer does not watch, or not listed yet
         workgroup = (checkpoint.applied_configuration.get("workgroupRef") or {}).get("name", "")

@@ -18,7 +18,7 @@ import attrs
 
 from nexusd.core.lifecycle import Stage
 from nexusd.pipeline.intake import RunRef
-from nexusd.stores.checkpoints import DEFAULT_PAGE, StaleCursor
+from nexusd.stores.checkpoints import DEFAULT_PAGE, HostCursor, StaleCursor
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -31,21 +31,34 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+async def held_by(store: CheckpointStore, host: str, stage: Stage) -> AsyncIterator[Checkpoint]:
+    """Every run `host` holds in `stage`, a page (`DEFAULT_PAGE` runs, one read) at a time."""
+    cursor = None
+    while True:
+        page = await store.by_host_and_stage(host=host, stage=stage, after=cursor)
+        for checkpoint in page:
+            yield checkpoint
+        if len(page) < DEFAULT_PAGE:
+            return
+        cursor = HostCursor.after(page[-1])
+
+
 async def requeue_buffered(
     *, store: CheckpointStore, host: str, queues: dict[str, VirtualQueue[RunRef]]
 ) -> int:
     """Requeue this host's BUFFERED runs in their shard's priority lane; returns how many.
 
-    A run whose shard is no longer configured stays BUFFERED (and is logged): the
-    maintainer decides what becomes of it.
+    Paged, with the run's shard on its row, so a large backlog is a few reads and the event
+    loop serves requests between pages. A run whose shard is no longer configured stays
+    BUFFERED (and is logged): the maintainer decides what becomes of it.
     """
     requeued = 0
-    for checkpoint in await store.by_host_and_stage(host=host, stage=Stage.BUFFERED):
-        entry = await store.get_submission(algorithm=checkpoint.algorithm, request_id=checkpoint.id)
-        queue = queues.get(entry.cluster) if entry is not None else None
+    async for checkpoint in held_by(store, host, Stage.BUFFERED):
+        queue = queues.get(checkpoint.cluster)
         if queue is None:
             logger.warning(
-                "buffered run has no configured shard; leaving it",
+                "buffered run has no configured shard %r; leaving it",
+                checkpoint.cluster,
                 extra={"request_id": checkpoint.id, "algorithm": checkpoint.algorithm},
             )
             continue
@@ -108,9 +121,9 @@ class LostRunRecovery:
         candidates: dict[tuple[str, str], Checkpoint] = {}
         lost: dict[tuple[str, str], Checkpoint] = {}
         for host in dead:
-            for checkpoint in await self.store.by_host_and_stage(host=host, stage=Stage.BUFFERED):
+            async for checkpoint in held_by(self.store, host, Stage.BUFFERED):
                 candidates[(checkpoint.algorithm, checkpoint.id)] = checkpoint
-            for checkpoint in await self.store.by_host_and_stage(host=host, stage=Stage.NEW):
+            async for checkpoint in held_by(self.store, host, Stage.NEW):
                 lost[(checkpoint.algorithm, checkpoint.id)] = checkpoint
         cutoff = now - dt.timedelta(seconds=self.buffered_timeout)
         async for checkpoint in self._stale(cutoff):
@@ -145,10 +158,7 @@ class LostRunRecovery:
             cursor = StaleCursor.after(page[-1])
 
     async def _claim(self, checkpoint: Checkpoint) -> int:
-        entry = await self.store.get_submission(
-            algorithm=checkpoint.algorithm, request_id=checkpoint.id
-        )
-        queue = self.queues.get(entry.cluster) if entry is not None else None
+        queue = self.queues.get(checkpoint.cluster)
         if queue is None:
             return 0  # a shard this maintainer does not know: another one may
         if checkpoint.received_by_host == self.host:

@@ -1,10 +1,14 @@
 """Submitting: create each queued run's Job in its shard, throttled, and mark the run RUNNING.
 
 Input: `RunRef`s from a shard's virtual queue (runs already BUFFERED with their Job manifest).
+A ref intake just made carries the manifest, so a new run costs no store read here; a
+recovered ref is read first (one read: stage, holder and manifest), and skipped if the run
+left BUFFERED or was claimed by another host meanwhile.
 Output: the Job exists in the run's shard and the run is RUNNING (with `job_uid`, `sent_at`).
 Transition: BUFFERED -> RUNNING, conditional: a run the receiver already finished (fast
 algorithms) or that was cancelled while queued keeps its stage; a Job created for a run cancelled
-meanwhile is deleted again.
+meanwhile (by another scheduler: this one takes a cancelled run out of its queue) is deleted
+again.
 Failure: transient API errors (429, 5xx, connection errors, timeouts) put the run back in the
 queue's priority lane after a capped exponential back-off with jitter (no sooner than the
 server's Retry-After), so no worker sits idle on it and it goes ahead of new runs; a 429 also
@@ -81,20 +85,12 @@ class Submitter:
     async def submit(self, ref: RunRef) -> None:
         """Create the run's Job (once) and record it; API failures never raise from here."""
         key = {"algorithm": ref.algorithm, "request_id": ref.request_id}
-        checkpoint = await self.store.get(**key)
-        entry = await self.store.get_submission(**key)
-        if checkpoint is None or entry is None:
-            logger.error("queued run has no stored submission", extra=key)
-            return
-        if checkpoint.lifecycle_stage is not Stage.BUFFERED:
-            logger.debug("run left BUFFERED while queued; not submitting", extra=key)
-            return
-        if self.owner and checkpoint.received_by_host != self.owner:
-            logger.debug("run was claimed by %s; not submitting", checkpoint.received_by_host)
+        manifest = ref.template if ref.template is not None else await self._stored(ref)
+        if manifest is None:
             return
         self.in_flight += 1
         try:
-            job = await self._create(ref, entry.template)
+            job = await self._create(ref, manifest)
         finally:
             self.in_flight -= 1
         if job is None:
@@ -105,8 +101,24 @@ class Submitter:
             expected={Stage.BUFFERED},
             changes={"job_uid": job["metadata"].get("uid", ""), "sent_at": self.clock.now()},
         )
-        if not outcome.applied and outcome.checkpoint.lifecycle_stage is Stage.CANCELLED:
+        if not outcome.applied and outcome.stage is Stage.CANCELLED:
             await self._delete(ref)
+
+    async def _stored(self, ref: RunRef) -> dict[str, Any] | None:
+        """The manifest of a run this process did not just accept (recovered, or queued
+        without one), or None when the run is not ours to submit any more."""
+        key = {"algorithm": ref.algorithm, "request_id": ref.request_id}
+        pending = await self.store.pending_submission(**key)
+        if pending is None:
+            logger.warning("queued run is not in the store; not submitting", extra=key)
+            return None
+        if pending.stage is not Stage.BUFFERED:
+            logger.debug("run left BUFFERED while queued; not submitting", extra=key)
+            return None
+        if self.owner and pending.received_by_host != self.owner:
+            logger.debug("run was claimed by %s; not submitting", pending.received_by_host)
+            return None
+        return pending.template
 
     async def _create(self, ref: RunRef, manifest: dict[str, Any]) -> dict[str, Any] | None:
         shard = self.shard

@@ -1,11 +1,15 @@
 """The `CheckpointStore` protocol every checkpoint backend implements.
 
 Semantics every implementation must keep (tests/stores/test_checkpoint_contract.py checks them):
-- `create` stores a new run and its submission entry atomically, or raises `AlreadyExists`.
+- `create_many` stores new runs, each with its submission entry and inline payload, all in one
+  transaction: every run is stored or none is (`AlreadyExists` if any key exists). `create` is
+  the same for one run.
 - `transition` is a compare-and-set on the stage: it applies only if the current stage may legally
   move to `to` (core.lifecycle) and, when `expected` is given, is one of `expected`. A terminal
   stage is never left. It raises `NotFound` for an unknown run and reports `applied=False` with
-  the current record otherwise. `last_modified` is set from the store's clock.
+  the current stage otherwise. `last_modified` is set from the store's clock.
+- `get_payload` returns a payload stored inline by `create`; `purge` deletes it with its run and
+  `purge_payloads` after the payload retention, like payload blobs.
 - reads never block writers (SQLite WAL, PostgreSQL MVCC).
 
 What the maintainer needs (it keeps every accepted run moving to a terminal state):
@@ -22,6 +26,9 @@ What the maintainer needs (it keeps every accepted run moving to a terminal stat
   run is resubmitted exactly once.
 - `purge` deletes terminal runs (and their submission entries) last modified before a cutoff,
   a bounded batch at a time. A non-terminal run is never deleted.
+- `hold_identity` gives one live process at a time a host name, across every process that
+  shares the store (a lock file beside a SQLite file, an advisory lock in PostgreSQL held by
+  a session of its own), and lets it go when the holder closes the store or dies.
 """
 
 from __future__ import annotations
@@ -32,10 +39,16 @@ import attrs
 
 if TYPE_CHECKING:
     import datetime as dt
-    from collections.abc import Collection
+    from collections.abc import Collection, Sequence
 
     from nexusd.core.lifecycle import Stage
-    from nexusd.core.records import Checkpoint, SubmissionEntry, Transition
+    from nexusd.core.records import (
+        Checkpoint,
+        NewRun,
+        PendingSubmission,
+        SubmissionEntry,
+        Transition,
+    )
 
 #: Rows returned by one `stale` or `purge` call unless the caller asks for another bound.
 DEFAULT_PAGE = 1000
@@ -60,9 +73,37 @@ class StaleCursor:
         return (self.last_modified, self.algorithm, self.id)
 
 
+@attrs.frozen
+class HostCursor:
+    """Where a `by_host_and_stage` scan resumes: strictly after `(received_at, algorithm, id)`."""
+
+    received_at: dt.datetime
+    algorithm: str
+    id: str
+
+    @classmethod
+    def after(cls, checkpoint: Checkpoint) -> HostCursor:
+        return cls(
+            received_at=checkpoint.received_at, algorithm=checkpoint.algorithm, id=checkpoint.id
+        )
+
+    def key(self) -> tuple[dt.datetime, str, str]:
+        return (self.received_at, self.algorithm, self.id)
+
+
 class CheckpointStore(Protocol):
-    async def create(self, *, checkpoint: Checkpoint, submission: SubmissionEntry | None) -> None:
+    async def create(
+        self,
+        *,
+        checkpoint: Checkpoint,
+        submission: SubmissionEntry | None,
+        payload: bytes | None = None,
+    ) -> None:
         """Store a new run (and its Job manifest, unless a dry run has none)."""
+        ...
+
+    async def create_many(self, *, runs: Sequence[NewRun]) -> None:
+        """Store new runs in one transaction: all of them, or none (`AlreadyExists`)."""
         ...
 
     async def get(self, *, algorithm: str, request_id: str) -> Checkpoint | None: ...
@@ -70,6 +111,17 @@ class CheckpointStore(Protocol):
     async def get_submission(
         self, *, algorithm: str, request_id: str
     ) -> SubmissionEntry | None: ...
+
+    async def pending_submission(
+        self, *, algorithm: str, request_id: str
+    ) -> PendingSubmission | None:
+        """Stage, holder, shard and Job manifest of a run in one read; None when the run or
+        its manifest is unknown."""
+        ...
+
+    async def get_payload(self, *, algorithm: str, request_id: str) -> bytes | None:
+        """The payload `create` stored inline, or None."""
+        ...
 
     async def transition(
         self,
@@ -89,8 +141,17 @@ class CheckpointStore(Protocol):
 
     async def by_tag(self, *, tag: str) -> list[Checkpoint]: ...
 
-    async def by_host_and_stage(self, *, host: str, stage: Stage) -> list[Checkpoint]:
-        """Runs received by `host` now in `stage` (recovery of a scheduler's own runs)."""
+    async def by_host_and_stage(
+        self,
+        *,
+        host: str,
+        stage: Stage,
+        limit: int = DEFAULT_PAGE,
+        after: HostCursor | None = None,
+    ) -> list[Checkpoint]:
+        """Up to `limit` runs received by `host` now in `stage`, in the order
+        `(received_at, algorithm, id)`, strictly after `after` (recovery of a scheduler's own
+        runs, a page at a time)."""
         ...
 
     # --- what the maintainer uses -----------------------------------------------------------
@@ -135,8 +196,23 @@ class CheckpointStore(Protocol):
         """Delete up to `limit` terminal runs with `last_modified < finished_before`, oldest
         first, together with their submission entries; return their `(algorithm, id)` sorted.
 
-        Never deletes a run in a non-terminal stage. Call again until it returns fewer than
-        `limit` keys.
+        Never deletes a run in a non-terminal stage. Inline payloads go with their runs. Call
+        again until it returns fewer than `limit` keys.
+        """
+        ...
+
+    async def purge_payloads(
+        self, *, written_before: dt.datetime, limit: int = DEFAULT_PAGE
+    ) -> int:
+        """Delete up to `limit` inline payloads stored before `written_before`; return how many.
+        Call again until it returns fewer than `limit`."""
+        ...
+
+    async def hold_identity(self, *, host: str, holder: str) -> None:
+        """Make `host` (a `received_by_host` name) this process's own until the store is
+        closed, or raise `OwnershipError` naming the live process that holds it. `holder`
+        describes this process to the next one that tries. Whoever owns a name may treat the
+        runs held under it as its own, so no two live processes may share one.
         """
         ...
 

@@ -22,7 +22,7 @@ import trio
 
 from nexusd.core.errors import AlreadyExists, NotFound
 from nexusd.core.lifecycle import TERMINAL, Stage
-from nexusd.core.records import Checkpoint, SubmissionEntry, Transition
+from nexusd.core.records import NewRun, PendingSubmission, Transition
 from nexusd.stores.checkpoints import DEFAULT_PAGE
 from nexusd.stores.validation import (
     allowed_sources,
@@ -34,10 +34,11 @@ from nexusd.stores.validation import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterable
+    from collections.abc import Collection, Iterable, Sequence
 
     from nexusd.core.clock import Clock
-    from nexusd.stores.checkpoints import StaleCursor
+    from nexusd.core.records import Checkpoint, SubmissionEntry
+    from nexusd.stores.checkpoints import HostCursor, StaleCursor
 
 _Key = tuple[str, str]
 _K = TypeVar("_K")
@@ -52,12 +53,13 @@ def _detached(checkpoint: Checkpoint) -> Checkpoint:
     )
 
 
+def _received_order(checkpoint: Checkpoint) -> tuple[dt.datetime, str, str]:
+    return (checkpoint.received_at, checkpoint.algorithm, checkpoint.id)
+
+
 def _ordered(checkpoints: Iterable[Checkpoint]) -> list[Checkpoint]:
     """Oldest first, like the SQL stores' `ORDER BY received_at, algorithm, id`."""
-    return sorted(
-        (_detached(cp) for cp in checkpoints),
-        key=lambda cp: (cp.received_at, cp.algorithm, cp.id),
-    )
+    return sorted((_detached(cp) for cp in checkpoints), key=_received_order)
 
 
 class MemoryCheckpointStore:
@@ -70,18 +72,38 @@ class MemoryCheckpointStore:
         self._by_tag: defaultdict[str, set[_Key]] = defaultdict(set)
         self._by_host_stage: defaultdict[tuple[str, Stage], set[_Key]] = defaultdict(set)
         self._heartbeats: dict[str, dt.datetime] = {}
+        #: inline payloads: (written_at, data)
+        self._payloads: dict[_Key, tuple[dt.datetime, bytes]] = {}
 
-    async def create(self, *, checkpoint: Checkpoint, submission: SubmissionEntry | None) -> None:
+    async def create(
+        self,
+        *,
+        checkpoint: Checkpoint,
+        submission: SubmissionEntry | None,
+        payload: bytes | None = None,
+    ) -> None:
+        await self.create_many(
+            runs=(NewRun(checkpoint=checkpoint, submission=submission, payload=payload),)
+        )
+
+    async def create_many(self, *, runs: Sequence[NewRun]) -> None:
         await trio.lowlevel.checkpoint()
-        check_submission(checkpoint, submission)
-        key = (checkpoint.algorithm, checkpoint.id)
-        if key in self._runs:
-            raise AlreadyExists(f"run {checkpoint.algorithm}/{checkpoint.id} already exists")
-        self._put(_detached(checkpoint))
-        if submission is not None:
-            self._submissions[key] = attrs.evolve(
-                submission, template=copy.deepcopy(submission.template)
-            )
+        keys = set()
+        for run in runs:
+            check_submission(run.checkpoint, run.submission)
+            key = (run.checkpoint.algorithm, run.checkpoint.id)
+            if key in self._runs or key in keys:
+                raise AlreadyExists(f"run {key[0]}/{key[1]} already exists")
+            keys.add(key)
+        for run in runs:
+            key = (run.checkpoint.algorithm, run.checkpoint.id)
+            self._put(_detached(run.checkpoint))
+            if run.submission is not None:
+                self._submissions[key] = attrs.evolve(
+                    run.submission, template=copy.deepcopy(run.submission.template)
+                )
+            if run.payload is not None:
+                self._payloads[key] = (run.checkpoint.received_at, bytes(run.payload))
 
     async def get(self, *, algorithm: str, request_id: str) -> Checkpoint | None:
         await trio.lowlevel.checkpoint()
@@ -94,6 +116,26 @@ class MemoryCheckpointStore:
         if found is None:
             return None
         return attrs.evolve(found, template=copy.deepcopy(found.template))
+
+    async def pending_submission(
+        self, *, algorithm: str, request_id: str
+    ) -> PendingSubmission | None:
+        await trio.lowlevel.checkpoint()
+        run = self._runs.get((algorithm, request_id))
+        entry = self._submissions.get((algorithm, request_id))
+        if run is None or entry is None:
+            return None
+        return PendingSubmission(
+            stage=run.lifecycle_stage,
+            received_by_host=run.received_by_host,
+            cluster=entry.cluster,
+            template=copy.deepcopy(entry.template),
+        )
+
+    async def get_payload(self, *, algorithm: str, request_id: str) -> bytes | None:
+        await trio.lowlevel.checkpoint()
+        found = self._payloads.get((algorithm, request_id))
+        return None if found is None else found[1]
 
     async def transition(
         self,
@@ -111,12 +153,12 @@ class MemoryCheckpointStore:
         if current is None:
             raise NotFound(f"no run {algorithm}/{request_id}")
         if current.lifecycle_stage not in sources:
-            return Transition(applied=False, checkpoint=_detached(current))
+            return Transition(applied=False, stage=current.lifecycle_stage)
         moved = attrs.evolve(
             current, lifecycle_stage=Stage(to), last_modified=self._clock.now(), **fields
         )
         self._put(moved, replacing=current)
-        return Transition(applied=True, checkpoint=_detached(moved))
+        return Transition(applied=True, stage=moved.lifecycle_stage)
 
     async def update_tag(self, *, algorithm: str, request_id: str, tag: str) -> Checkpoint | None:
         await trio.lowlevel.checkpoint()
@@ -131,10 +173,26 @@ class MemoryCheckpointStore:
         await trio.lowlevel.checkpoint()
         return _ordered(self._runs[key] for key in self._by_tag.get(tag, ()))
 
-    async def by_host_and_stage(self, *, host: str, stage: Stage) -> list[Checkpoint]:
+    async def by_host_and_stage(
+        self,
+        *,
+        host: str,
+        stage: Stage,
+        limit: int = DEFAULT_PAGE,
+        after: HostCursor | None = None,
+    ) -> list[Checkpoint]:
         await trio.lowlevel.checkpoint()
+        check_limit(limit)
+        if after is not None:
+            check_aware("after.received_at", after.received_at)
+        start = None if after is None else after.key()
         keys = self._by_host_stage.get((host, Stage(stage)), ())
-        return _ordered(self._runs[key] for key in keys)
+        found = _ordered(
+            self._runs[key]
+            for key in keys
+            if start is None or _received_order(self._runs[key]) > start
+        )
+        return found[:limit]
 
     # --- what the maintainer uses -----------------------------------------------------------
 
@@ -210,7 +268,27 @@ class MemoryCheckpointStore:
             self._unindex(checkpoint, key)
             del self._runs[key]
             self._submissions.pop(key, None)
+            self._payloads.pop(key, None)
         return sorted((cp.algorithm, cp.id) for cp in doomed)
+
+    async def purge_payloads(
+        self, *, written_before: dt.datetime, limit: int = DEFAULT_PAGE
+    ) -> int:
+        await trio.lowlevel.checkpoint()
+        check_aware("written_before", written_before)
+        check_limit(limit)
+        doomed = sorted(
+            (written, key)
+            for key, (written, _) in self._payloads.items()
+            if written < written_before
+        )[:limit]
+        for _, key in doomed:
+            del self._payloads[key]
+        return len(doomed)
+
+    async def hold_identity(self, *, host: str, holder: str) -> None:
+        """Nothing to do: a memory store has exactly one process."""
+        await trio.lowlevel.checkpoint()
 
     async def aclose(self) -> None:
         await trio.lowlevel.checkpoint()

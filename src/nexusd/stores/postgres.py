@@ -12,14 +12,16 @@ Flow of one call::
 
 psycopg's async API needs asyncio, so synchronous connections from a
 `psycopg_pool.ConnectionPool` run in trio worker threads; a `trio.CapacityLimiter` sized to the
-pool keeps threads from queueing for connections. Every write is ONE autocommitted statement:
+pool keeps threads from queueing for connections. Every write is ONE autocommitted statement
+or transaction:
 
-- `create`: ``WITH c AS (INSERT INTO checkpoints ...) INSERT INTO submission_buffer ...``, so the
-  run and its manifest are stored together or not at all; a duplicate key is `AlreadyExists`.
-- `transition`: ``UPDATE ... WHERE algorithm = %s AND id = %s AND lifecycle_stage = ANY(%s)
-  RETURNING ...``: a compare-and-set the server applies atomically under its row lock, also
-  across processes. Only when it matched no row does a second (read) statement tell "unknown
-  run" (`NotFound`) from "refused" (`applied=False` with the run as now committed).
+- `create_many` (and `create`): the runs, their manifests and inline payloads in ONE
+  transaction, its statements pipelined (one round trip), so they are stored together or not at
+  all; a duplicate key is `AlreadyExists`.
+- `transition`: ``UPDATE ... WHERE algorithm = %s AND id = %s AND lifecycle_stage = ANY(%s)``:
+  a compare-and-set the server applies atomically under its row lock, also across processes.
+  Only when it matched no row does a second (read) statement tell "unknown run" (`NotFound`)
+  from "refused" (`applied=False` with the stage as now committed).
 
 Cancellation (a trio cancel scope around any call):
 
@@ -56,13 +58,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import outcome
+import psycopg
 import trio
 from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from nexusd.core.errors import AlreadyExists, NotFound, StoreError
 from nexusd.core.lifecycle import TERMINAL, Stage
-from nexusd.core.records import Checkpoint, SubmissionEntry, Transition
+from nexusd.core.records import NewRun, Transition
 from nexusd.stores.checkpoints import DEFAULT_PAGE
 from nexusd.stores.postgres_admin import (
     CONNECT_TIMEOUT_S,
@@ -72,6 +75,7 @@ from nexusd.stores.postgres_admin import (
     translate,
 )
 from nexusd.stores.postgres_calls import CANCEL_GRACE_S, Call
+from nexusd.stores.postgres_identity import lock_identity
 from nexusd.stores.postgres_schema import (
     decode_checkpoint,
     decode_submission,
@@ -80,7 +84,7 @@ from nexusd.stores.postgres_schema import (
     encode_submission,
     encode_value,
 )
-from nexusd.stores.sql_reads import COLUMN_LIST, COLUMNS, SqlReads
+from nexusd.stores.sql_reads import COLUMN_LIST, COLUMNS, IDENTITY_HINT, SqlReads
 from nexusd.stores.validation import (
     allowed_sources,
     check_aware,
@@ -92,9 +96,10 @@ from nexusd.stores.validation import (
 
 if TYPE_CHECKING:
     import datetime as dt
-    from collections.abc import AsyncIterator, Callable, Collection
+    from collections.abc import AsyncIterator, Callable, Collection, Sequence
 
     from nexusd.core.clock import Clock
+    from nexusd.core.records import Checkpoint, SubmissionEntry
     from nexusd.stores.checkpoints import StaleCursor
 
 logger = logging.getLogger(__name__)
@@ -110,14 +115,17 @@ _INSERT_CHECKPOINT = (
     f"INSERT INTO checkpoints ({COLUMN_LIST}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
 )
 # The run's key was just inserted into `checkpoints`, so a row here can only be a leftover.
-_CREATE_WITH_SUBMISSION = (
-    f"WITH created AS ({_INSERT_CHECKPOINT} RETURNING algorithm, id) "
-    "INSERT INTO submission_buffer (algorithm, id, cluster, template) "
-    "SELECT algorithm, id, %s, %s FROM created "
+_INSERT_SUBMISSION = (
+    "INSERT INTO submission_buffer (algorithm, id, cluster, template) VALUES (%s, %s, %s, %s) "
     "ON CONFLICT (algorithm, id) DO UPDATE "
     "SET cluster = EXCLUDED.cluster, template = EXCLUDED.template"
 )
-_SELECT_ONE = f"SELECT {COLUMN_LIST} FROM checkpoints WHERE algorithm = %s AND id = %s"
+_INSERT_PAYLOAD = (
+    "INSERT INTO payloads (algorithm, id, written_at, data) VALUES (%s, %s, %s, %s) "
+    "ON CONFLICT (algorithm, id) DO UPDATE SET written_at = EXCLUDED.written_at, data = "
+    "EXCLUDED.data"
+)
+_SELECT_STAGE = "SELECT lifecycle_stage FROM checkpoints WHERE algorithm = %s AND id = %s"
 _UPSERT_HEARTBEAT = (
     "INSERT INTO scheduler_heartbeats (host, last_seen) VALUES (%s, %s) "
     "ON CONFLICT (host) DO UPDATE SET last_seen = EXCLUDED.last_seen"
@@ -131,7 +139,8 @@ _CLAIM = (
 )
 # Keys compare in code-point order (COLLATE "C"), as in SQLite and Python, whatever the
 # database's collation: the cursor condition and the ORDER BY must agree.
-_STALE_ORDER = 'last_modified, algorithm COLLATE "C", id COLLATE "C"'
+_KEY_ORDER = '{time}, algorithm COLLATE "C", id COLLATE "C"'
+_STALE_ORDER = _KEY_ORDER.format(time="last_modified")
 _STALE = (
     f"SELECT {COLUMN_LIST} FROM checkpoints "
     "WHERE lifecycle_stage = ANY(%s) AND last_modified < %s {after}"
@@ -147,10 +156,17 @@ _PURGE = (
     "gone AS (DELETE FROM checkpoints c USING doomed d "
     "WHERE c.algorithm = d.algorithm AND c.id = d.id RETURNING c.algorithm, c.id), "
     "entries AS (DELETE FROM submission_buffer s USING gone g "
-    "WHERE s.algorithm = g.algorithm AND s.id = g.id) "
+    "WHERE s.algorithm = g.algorithm AND s.id = g.id), "
+    "payloads AS (DELETE FROM payloads p USING gone g "
+    "WHERE p.algorithm = g.algorithm AND p.id = g.id) "
     "SELECT algorithm, id FROM gone"
 )
 _TERMINAL = sorted(str(stage) for stage in TERMINAL)
+_PURGE_PAYLOADS = (
+    "DELETE FROM payloads p USING (SELECT algorithm, id FROM payloads WHERE written_at < %s "
+    "ORDER BY written_at LIMIT %s FOR UPDATE SKIP LOCKED) d "
+    "WHERE p.algorithm = d.algorithm AND p.id = d.id"
+)
 
 
 @functools.lru_cache(maxsize=256)
@@ -163,7 +179,7 @@ def _update_statement(names: tuple[str, ...]) -> str:
     sets = ", ".join(f"{name} = %s" for name in names)
     return (
         f"UPDATE checkpoints SET {sets} WHERE algorithm = %s AND id = %s "
-        f"AND lifecycle_stage = ANY(%s) RETURNING {COLUMN_LIST}"
+        "AND lifecycle_stage = ANY(%s)"
     )
 
 
@@ -197,9 +213,18 @@ class PostgresCheckpointStore(SqlReads):
     """The `CheckpointStore` protocol on PostgreSQL. Build it with `open`."""
 
     MARK = "%s"
+    KEY_ORDER = _KEY_ORDER
     _decode_checkpoint = staticmethod(decode_checkpoint)
     _decode_submission = staticmethod(decode_submission)
     _decode_time = staticmethod(decode_time)
+
+    @staticmethod
+    def _decode_json(value: Any) -> Any:
+        return value  # psycopg parses json columns
+
+    @staticmethod
+    def _encode_time(value: dt.datetime) -> Any:
+        return value
 
     def __init__(self, *, clock: Clock, pool: ConnectionPool[Connection], dsn: str) -> None:
         self._clock = clock
@@ -213,6 +238,7 @@ class PostgresCheckpointStore(SqlReads):
         self._cancelled = 0
         self._abandoned = 0
         self._closed = False
+        self._identities: list[Connection] = []
         #: `user@host:port/dbname`, safe to log
         self.where = describe_dsn(dsn)
 
@@ -259,8 +285,26 @@ class PostgresCheckpointStore(SqlReads):
             ) from exc
         return cls(clock=clock, pool=pool, dsn=dsn)
 
+    async def hold_identity(self, *, host: str, holder: str) -> None:
+        """An advisory lock held by a session of its own (`postgres_identity`)."""
+        try:
+            session = await trio.to_thread.run_sync(
+                functools.partial(
+                    lock_identity,
+                    self._dsn,
+                    host=host,
+                    holder=holder,
+                    what=f"node.host_name {host!r}",
+                    hint=IDENTITY_HINT,
+                )
+            )
+        except psycopg.Error as exc:
+            raise translate(exc, self._dsn) from None
+        self._identities.append(session)
+
     async def aclose(self) -> None:
-        """Wait for running calls (shielded), then close every connection. Idempotent."""
+        """Wait for running calls (shielded), then close every connection (the identity
+        sessions last: their names stay held until nothing of this store runs). Idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -268,6 +312,8 @@ class PostgresCheckpointStore(SqlReads):
             for _ in range(self._max_size):
                 await self._limiter.acquire_on_behalf_of(object())
             await trio.to_thread.run_sync(self._pool.close)
+            for session in self._identities:
+                await trio.to_thread.run_sync(session.close)
 
     async def __aenter__(self) -> PostgresCheckpointStore:
         return self
@@ -352,22 +398,43 @@ class PostgresCheckpointStore(SqlReads):
 
     # --- writes --------------------------------------------------------------------------
 
-    async def create(self, *, checkpoint: Checkpoint, submission: SubmissionEntry | None) -> None:
-        check_submission(checkpoint, submission)
-        row = encode_checkpoint(checkpoint)
-        if submission is None:
-            statement, params = _INSERT_CHECKPOINT, row
-        else:
-            _, _, cluster, template = encode_submission(submission)
-            statement, params = _CREATE_WITH_SUBMISSION, (*row, cluster, template)
+    async def create(
+        self,
+        *,
+        checkpoint: Checkpoint,
+        submission: SubmissionEntry | None,
+        payload: bytes | None = None,
+    ) -> None:
+        await self.create_many(
+            runs=(NewRun(checkpoint=checkpoint, submission=submission, payload=payload),)
+        )
+
+    async def create_many(self, *, runs: Sequence[NewRun]) -> None:
+        """One transaction, its statements pipelined: all the runs are stored, or none."""
+        checkpoints, entries, payloads = [], [], []
+        for run in runs:
+            check_submission(run.checkpoint, run.submission)
+            checkpoints.append(encode_checkpoint(run.checkpoint))
+            if run.submission is not None:
+                entries.append(encode_submission(run.submission))
+            if run.payload is not None:
+                key = (run.checkpoint.algorithm, run.checkpoint.id)
+                payloads.append((*key, run.checkpoint.received_at, run.payload))
 
         def insert(connection: Connection) -> None:
             try:
-                connection.execute(statement, params)
-            except errors.UniqueViolation:
-                raise AlreadyExists(
-                    f"run {checkpoint.algorithm}/{checkpoint.id} already exists"
-                ) from None
+                with (
+                    connection.pipeline(),
+                    connection.transaction(),
+                    connection.cursor() as cursor,
+                ):
+                    cursor.executemany(_INSERT_CHECKPOINT, checkpoints)
+                    if entries:
+                        cursor.executemany(_INSERT_SUBMISSION, entries)
+                    if payloads:
+                        cursor.executemany(_INSERT_PAYLOAD, payloads)
+            except errors.UniqueViolation as exc:
+                raise AlreadyExists(f"a run already exists: {exc.diag.message_detail}") from None
 
         await self._run(insert)
 
@@ -381,8 +448,9 @@ class PostgresCheckpointStore(SqlReads):
         changes: dict[str, Any] | None = None,
     ) -> Transition:
         fields = check_changes(changes)
-        sources = sorted(str(stage) for stage in allowed_sources(to, expected))
-        assignments = {"lifecycle_stage": str(Stage(to)), "last_modified": self._clock.now()}
+        target = Stage(to)
+        sources = sorted(str(stage) for stage in allowed_sources(target, expected))
+        assignments = {"lifecycle_stage": str(target), "last_modified": self._clock.now()}
         assignments |= fields
         update = _update_statement(tuple(assignments))
         params = (
@@ -393,16 +461,14 @@ class PostgresCheckpointStore(SqlReads):
         )
 
         def apply(connection: Connection) -> Transition:
-            if sources:
-                row = connection.execute(update, params).fetchone()
-                if row is not None:
-                    return Transition(applied=True, checkpoint=decode_checkpoint(row))
+            if sources and connection.execute(update, params).rowcount:
+                return Transition(applied=True, stage=target)
             # A new statement, so a new snapshot: the run as committed now, after whichever
             # concurrent write made the compare-and-set fail.
-            current = connection.execute(_SELECT_ONE, (algorithm, request_id)).fetchone()
+            current = connection.execute(_SELECT_STAGE, (algorithm, request_id)).fetchone()
             if current is None:
                 raise NotFound(f"no run {algorithm}/{request_id}")
-            return Transition(applied=False, checkpoint=decode_checkpoint(current))
+            return Transition(applied=False, stage=Stage(str(current[0])))
 
         return await self._run(apply)
 
@@ -455,6 +521,17 @@ class PostgresCheckpointStore(SqlReads):
         def delete(connection: Connection) -> list[tuple[str, str]]:
             rows = connection.execute(_PURGE, params).fetchall()
             return sorted((str(algorithm), str(id_)) for algorithm, id_ in rows)
+
+        return await self._run(delete)
+
+    async def purge_payloads(
+        self, *, written_before: dt.datetime, limit: int = DEFAULT_PAGE
+    ) -> int:
+        check_aware("written_before", written_before)
+        params = (written_before, check_limit(limit))
+
+        def delete(connection: Connection) -> int:
+            return int(connection.execute(_PURGE_PAYLOADS, params).rowcount)
 
         return await self._run(delete)
 

@@ -16,8 +16,9 @@ for exact round trips and for use from `psql`:
 
 Migrations: `nexusd_schema_migrations(version, description, applied_at)` records every step
 applied. `MIGRATIONS[n]` takes a database from version n to n + 1 (version 1 is the initial
-schema; version 2 adds `scheduler_heartbeats(host, last_seen)`). Every change runs in one
-transaction that first takes a transaction-level advisory lock
+schema; version 2 adds `scheduler_heartbeats(host, last_seen)`; version 3 adds
+`checkpoints.cluster` and `payloads(algorithm, id, written_at, data bytea)`). Every change runs
+in one transaction that first takes a transaction-level advisory lock
 (`pg_advisory_xact_lock(SCHEMA_LOCK_KEY)`), so nexusd processes starting together migrate once
 and the others see the result; DDL is transactional in PostgreSQL, so a failed step leaves
 the previous version intact.
@@ -99,10 +100,30 @@ CREATE TABLE scheduler_heartbeats (
 );
 """
 
+# The shard on the checkpoint row (older runs take theirs from submission_buffer), payloads
+# stored inline with small runs, and the (host, stage) index extended for paged recovery.
+_V3 = """
+ALTER TABLE checkpoints ADD COLUMN cluster text NOT NULL DEFAULT '';
+UPDATE checkpoints c SET cluster = s.cluster FROM submission_buffer s
+    WHERE s.algorithm = c.algorithm AND s.id = c.id;
+DROP INDEX checkpoints_host_stage;
+CREATE INDEX checkpoints_host_stage ON checkpoints
+    (received_by_host, lifecycle_stage, received_at, algorithm COLLATE "C", id COLLATE "C");
+CREATE TABLE payloads (
+    algorithm  text NOT NULL,
+    id         text NOT NULL,
+    written_at timestamptz NOT NULL,
+    data       bytea NOT NULL,
+    PRIMARY KEY (algorithm, id)
+);
+CREATE INDEX payloads_written ON payloads (written_at);
+"""
+
 #: Never edit a released step (databases in the field were built by it); add a new one.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, description="checkpoints and submission_buffer", sql=_V1),
     Migration(version=2, description="scheduler_heartbeats", sql=_V2),
+    Migration(version=3, description="checkpoints.cluster, payloads", sql=_V3),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -213,6 +234,7 @@ def decode_checkpoint(row: Sequence[Any]) -> Checkpoint:
         if parent is None
         else ParentRef(request_id=parent["requestId"], algorithm_name=parent["algorithmName"]),
         payload_valid_for=values["payload_valid_for"],
+        cluster=values["cluster"],
     )
 
 

@@ -10,15 +10,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from nexusd.core.lifecycle import Stage
+from nexusd.core.records import PendingSubmission
+from nexusd.stores.checkpoints import DEFAULT_PAGE
+from nexusd.stores.validation import check_aware, check_limit
 
 if TYPE_CHECKING:
     import datetime as dt
     from collections.abc import Sequence
 
     from nexusd.core.records import Checkpoint, SubmissionEntry
+    from nexusd.stores.checkpoints import HostCursor
 
 
-#: upstream's `checkpoints` columns (contract §4.1), in the order the row decoders expect
+#: upstream's `checkpoints` columns (contract §4.1) plus `cluster`, in the order the row
+#: decoders expect
 COLUMNS = (
     "algorithm",
     "id",
@@ -39,16 +44,24 @@ COLUMNS = (
     "job_uid",
     "parent",
     "payload_valid_for",
+    "cluster",
 )
 COLUMN_LIST = ", ".join(COLUMNS)
+#: What to do when a host name is taken (the end of `hold_identity`'s message).
+IDENTITY_HINT = (
+    "two live processes under one name would both take its runs; give each process its own "
+    "node.host_name (NEXUS__NODE__HOST_NAME), or stop the other one"
+)
 
 
 class SqlReads:
-    """Mixin: `heartbeats`, `get`, `get_submission`, `by_tag`, `by_host_and_stage` over
-    `_select`."""
+    """Mixin: `heartbeats`, `get`, `get_submission`, `pending_submission`, `get_payload`,
+    `by_tag`, `by_host_and_stage` over `_select`."""
 
     #: the driver's placeholder
     MARK: ClassVar[str]
+    #: how a (time, algorithm, id) key orders, in code-point order like Python's
+    KEY_ORDER: ClassVar[str]
 
     @staticmethod
     def _decode_checkpoint(row: Sequence[Any]) -> Checkpoint:
@@ -60,6 +73,14 @@ class SqlReads:
 
     @staticmethod
     def _decode_time(value: Any) -> dt.datetime:
+        raise NotImplementedError
+
+    @staticmethod
+    def _decode_json(value: Any) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def _encode_time(value: dt.datetime) -> Any:
         raise NotImplementedError
 
     async def _select(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
@@ -85,6 +106,33 @@ class SqlReads:
         )
         return self._decode_submission(rows[0]) if rows else None
 
+    async def pending_submission(
+        self, *, algorithm: str, request_id: str
+    ) -> PendingSubmission | None:
+        mark = self.MARK
+        rows = await self._select(
+            "SELECT c.lifecycle_stage, c.received_by_host, s.cluster, s.template "
+            "FROM checkpoints c JOIN submission_buffer s ON s.algorithm = c.algorithm "
+            f"AND s.id = c.id WHERE c.algorithm = {mark} AND c.id = {mark}",
+            (algorithm, request_id),
+        )
+        if not rows:
+            return None
+        stage, host, cluster, template = rows[0]
+        return PendingSubmission(
+            stage=Stage(stage),
+            received_by_host=host,
+            cluster=cluster,
+            template=self._decode_json(template),
+        )
+
+    async def get_payload(self, *, algorithm: str, request_id: str) -> bytes | None:
+        rows = await self._select(
+            f"SELECT data FROM payloads WHERE algorithm = {self.MARK} AND id = {self.MARK}",
+            (algorithm, request_id),
+        )
+        return bytes(rows[0][0]) if rows else None
+
     async def by_tag(self, *, tag: str) -> list[Checkpoint]:
         rows = await self._select(
             f"SELECT {COLUMN_LIST} FROM checkpoints WHERE tag = {self.MARK} "
@@ -93,11 +141,28 @@ class SqlReads:
         )
         return [self._decode_checkpoint(row) for row in rows]
 
-    async def by_host_and_stage(self, *, host: str, stage: Stage) -> list[Checkpoint]:
+    async def by_host_and_stage(
+        self,
+        *,
+        host: str,
+        stage: Stage,
+        limit: int = DEFAULT_PAGE,
+        after: HostCursor | None = None,
+    ) -> list[Checkpoint]:
+        mark = self.MARK
+        conditions = f"received_by_host = {mark} AND lifecycle_stage = {mark}"
+        params: tuple[Any, ...] = (host, str(Stage(stage)))
+        if after is not None:
+            check_aware("after.received_at", after.received_at)
+            start = self._encode_time(after.received_at)
+            # The plain bound lets the index range start at the cursor; the row value breaks
+            # ties between runs received in the same microsecond.
+            order = self.KEY_ORDER.format(time="received_at")
+            conditions += f" AND received_at >= {mark} AND ({order}) > ({mark}, {mark}, {mark})"
+            params += (start, start, after.algorithm, after.id)
         rows = await self._select(
-            f"SELECT {COLUMN_LIST} FROM checkpoints "
-            f"WHERE received_by_host = {self.MARK} AND lifecycle_stage = {self.MARK} "
-            "ORDER BY received_at, algorithm, id",
-            (host, str(Stage(stage))),
+            f"SELECT {COLUMN_LIST} FROM checkpoints WHERE {conditions} "
+            f"ORDER BY {self.KEY_ORDER.format(time='received_at')} LIMIT {mark}",
+            (*params, check_limit(limit)),
         )
         return [self._decode_checkpoint(row) for row in rows]

@@ -5,8 +5,9 @@ Open it with ``async with open_sqlite_store(path=..., clock=...) as store`` or
 
 Writes go through one writer thread with group commit (`sqlite_writer`): many operations per
 transaction, one fsync per batch, no thread hop per write on the trio side. A transition is ONE
-conditional statement (``UPDATE ... WHERE ... AND lifecycle_stage IN (...) RETURNING``), so the
-compare-and-set is atomic even against other processes sharing the file; so is a `claim`
+conditional statement (``UPDATE ... WHERE ... AND lifecycle_stage IN (...)``, reading the stage
+back only when it did not apply), so the compare-and-set is atomic even against other processes
+sharing the file; so is a `claim`
 (``UPDATE ... WHERE lifecycle_stage = 'BUFFERED' AND received_by_host = ?``). A `purge` is one
 writer operation (one savepoint): the runs and their submission entries go together. Reads run
 in trio worker threads on a small pool of read-only connections; with WAL they never wait for the
@@ -25,19 +26,23 @@ Durability (`synchronous`):
 
 from __future__ import annotations
 
+import functools
+import json
 import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote
 
 import apsw
 import trio
 
 from nexusd.core.errors import AlreadyExists, NotFound, StoreError
 from nexusd.core.lifecycle import TERMINAL, Stage
-from nexusd.core.records import Checkpoint, SubmissionEntry, Transition
+from nexusd.core.records import NewRun, Transition
 from nexusd.stores.checkpoints import DEFAULT_PAGE
-from nexusd.stores.sql_reads import COLUMN_LIST, COLUMNS, SqlReads
+from nexusd.stores.locking import FileLock, take_lock
+from nexusd.stores.sql_reads import COLUMN_LIST, COLUMNS, IDENTITY_HINT, SqlReads
 from nexusd.stores.sqlite_schema import (
     decode_checkpoint,
     decode_submission,
@@ -60,9 +65,10 @@ from nexusd.stores.validation import (
 
 if TYPE_CHECKING:
     import datetime as dt
-    from collections.abc import AsyncIterator, Callable, Collection
+    from collections.abc import AsyncIterator, Callable, Collection, Sequence
 
     from nexusd.core.clock import Clock
+    from nexusd.core.records import Checkpoint, SubmissionEntry
     from nexusd.stores.checkpoints import StaleCursor
 
 Synchronous = Literal["NORMAL", "FULL"]
@@ -83,7 +89,10 @@ _INSERT_SUBMISSION = (
     "INSERT OR REPLACE INTO submission_buffer (algorithm, id, cluster, template) "
     "VALUES (?, ?, ?, ?)"
 )
-_SELECT_ONE = f"SELECT {COLUMN_LIST} FROM checkpoints WHERE algorithm = ? AND id = ?"
+_INSERT_PAYLOAD = (
+    "INSERT OR REPLACE INTO payloads (algorithm, id, written_at, data) VALUES (?, ?, ?, ?)"
+)
+_SELECT_STAGE = "SELECT lifecycle_stage FROM checkpoints WHERE algorithm = ? AND id = ?"
 _UPSERT_HEARTBEAT = (
     "INSERT INTO scheduler_heartbeats (host, last_seen) VALUES (?, ?) "
     "ON CONFLICT (host) DO UPDATE SET last_seen = excluded.last_seen"
@@ -104,6 +113,25 @@ _PURGE = (
     "ORDER BY last_modified, algorithm, id LIMIT ?) RETURNING algorithm, id"
 )
 _DELETE_SUBMISSION = "DELETE FROM submission_buffer WHERE algorithm = ? AND id = ?"
+_DELETE_PAYLOAD = "DELETE FROM payloads WHERE algorithm = ? AND id = ?"
+_PURGE_PAYLOADS = (
+    "DELETE FROM payloads WHERE rowid IN (SELECT rowid FROM payloads WHERE written_at < ? "
+    "ORDER BY written_at LIMIT ?)"
+)
+
+
+def _encode_new_run(
+    run: NewRun,
+) -> tuple[tuple[Any, ...], tuple[Any, ...] | None, tuple[Any, ...] | None]:
+    """The rows of one new run, encoded before they reach the writer thread."""
+    checkpoint = run.checkpoint
+    check_submission(checkpoint, run.submission)
+    entry = None if run.submission is None else encode_submission(run.submission)
+    payload = None
+    if run.payload is not None:
+        written = encode_time(checkpoint.received_at)
+        payload = (checkpoint.algorithm, checkpoint.id, written, run.payload)
+    return encode_checkpoint(checkpoint), entry, payload
 
 
 def _open_writer(path: Path, synchronous: Synchronous) -> apsw.Connection:
@@ -180,8 +208,15 @@ class SqliteCheckpointStore(SqlReads):
     """The `CheckpointStore` protocol on one SQLite file. Build it with `open`."""
 
     MARK = "?"
+    KEY_ORDER = "{time}, algorithm, id"
     _decode_checkpoint = staticmethod(decode_checkpoint)
     _decode_submission = staticmethod(decode_submission)
+
+    @staticmethod
+    def _decode_json(value: Any) -> Any:
+        return json.loads(value)  # JSON columns are text
+
+    _encode_time = staticmethod(encode_time)
 
     @staticmethod
     def _decode_time(value: Any) -> dt.datetime:
@@ -193,6 +228,7 @@ class SqliteCheckpointStore(SqlReads):
         self._clock = clock
         self._writer = writer
         self._readers = readers
+        self._locks: list[FileLock] = []
         self.path = path
 
     @classmethod
@@ -223,10 +259,27 @@ class SqliteCheckpointStore(SqlReads):
             clock=clock, writer=writer, readers=_ReadPool(path=path, size=readers), path=path
         )
 
+    async def hold_identity(self, *, host: str, holder: str) -> None:
+        """A lock file per host name beside the database: every process sharing the file is
+        on this machine, so the kernel's `flock` is the whole arbiter."""
+        path = self.path.with_name(f"{self.path.name}.hosts") / f"{quote(host, safe='')}.lock"
+        lock = await trio.to_thread.run_sync(
+            functools.partial(
+                take_lock,
+                path,
+                holder=holder,
+                what=f"node.host_name {host!r}",
+                hint=IDENTITY_HINT,
+            )
+        )
+        self._locks.append(lock)
+
     async def aclose(self) -> None:
         """Commit every queued write, stop the writer thread, close all connections."""
         await self._writer.aclose()
         await self._readers.aclose()
+        for lock in self._locks:
+            lock.release()
 
     async def __aenter__(self) -> SqliteCheckpointStore:
         return self
@@ -240,20 +293,33 @@ class SqliteCheckpointStore(SqlReads):
 
     # --- writes --------------------------------------------------------------------------
 
-    async def create(self, *, checkpoint: Checkpoint, submission: SubmissionEntry | None) -> None:
-        check_submission(checkpoint, submission)
-        row = encode_checkpoint(checkpoint)
-        entry = None if submission is None else encode_submission(submission)
+    async def create(
+        self,
+        *,
+        checkpoint: Checkpoint,
+        submission: SubmissionEntry | None,
+        payload: bytes | None = None,
+    ) -> None:
+        await self.create_many(
+            runs=(NewRun(checkpoint=checkpoint, submission=submission, payload=payload),)
+        )
+
+    async def create_many(self, *, runs: Sequence[NewRun]) -> None:
+        """One writer operation, so one savepoint: all the runs are stored, or none."""
+        rows = [_encode_new_run(run) for run in runs]
 
         def insert(connection: apsw.Connection) -> None:
-            try:
-                connection.execute(_INSERT_CHECKPOINT, row)
-            except apsw.ConstraintError:
-                raise AlreadyExists(
-                    f"run {checkpoint.algorithm}/{checkpoint.id} already exists"
-                ) from None
-            if entry is not None:
-                connection.execute(_INSERT_SUBMISSION, entry)
+            for checkpoint, entry, payload in rows:
+                try:
+                    connection.execute(_INSERT_CHECKPOINT, checkpoint)
+                except apsw.ConstraintError:
+                    raise AlreadyExists(
+                        f"run {checkpoint[0]}/{checkpoint[1]} already exists"
+                    ) from None
+                if entry is not None:
+                    connection.execute(_INSERT_SUBMISSION, entry)
+                if payload is not None:
+                    connection.execute(_INSERT_PAYLOAD, payload)
 
         await self._writer.run(insert)
 
@@ -267,15 +333,16 @@ class SqliteCheckpointStore(SqlReads):
         changes: dict[str, Any] | None = None,
     ) -> Transition:
         fields = check_changes(changes)
-        sources = sorted(allowed_sources(to, expected))
-        assignments = {"lifecycle_stage": str(Stage(to)), "last_modified": self._clock.now()}
+        target = Stage(to)
+        sources = sorted(allowed_sources(target, expected))
+        assignments = {"lifecycle_stage": str(target), "last_modified": self._clock.now()}
         assignments |= fields
         # Column names come from MUTABLE_FIELDS (checked above), never from the caller.
         sets = ", ".join(f"{name} = ?" for name in assignments)
         marks = ", ".join("?" * len(sources))
         update = (
             f"UPDATE checkpoints SET {sets} WHERE algorithm = ? AND id = ? "
-            f"AND lifecycle_stage IN ({marks}) RETURNING {COLUMN_LIST}"
+            f"AND lifecycle_stage IN ({marks})"
         )
         bindings = (
             *(encode_value(name, value) for name, value in assignments.items()),
@@ -285,13 +352,14 @@ class SqliteCheckpointStore(SqlReads):
         )
 
         def apply(connection: apsw.Connection) -> Transition:
-            rows = connection.execute(update, bindings).fetchall() if sources else []
-            if rows:
-                return Transition(applied=True, checkpoint=decode_checkpoint(rows[0]))
-            current = connection.execute(_SELECT_ONE, (algorithm, request_id)).fetchall()
+            if sources:
+                connection.execute(update, bindings)
+                if connection.changes():
+                    return Transition(applied=True, stage=target)
+            current = connection.execute(_SELECT_STAGE, (algorithm, request_id)).fetchall()
             if not current:
                 raise NotFound(f"no run {algorithm}/{request_id}")
-            return Transition(applied=False, checkpoint=decode_checkpoint(current[0]))
+            return Transition(applied=False, stage=Stage(str(current[0][0])))
 
         result: Transition = await self._writer.run(apply)
         return result
@@ -350,10 +418,24 @@ class SqliteCheckpointStore(SqlReads):
             keys = [(str(a), str(i)) for a, i in connection.execute(_PURGE, bindings).fetchall()]
             if keys:
                 connection.executemany(_DELETE_SUBMISSION, keys)
+                connection.executemany(_DELETE_PAYLOAD, keys)
             return sorted(keys)
 
         result: list[tuple[str, str]] = await self._writer.run(delete)
         return result
+
+    async def purge_payloads(
+        self, *, written_before: dt.datetime, limit: int = DEFAULT_PAGE
+    ) -> int:
+        check_aware("written_before", written_before)
+        bindings = (encode_time(written_before), check_limit(limit))
+
+        def delete(connection: apsw.Connection) -> int:
+            connection.execute(_PURGE_PAYLOADS, bindings)
+            return int(connection.changes())
+
+        deleted: int = await self._writer.run(delete)
+        return deleted
 
     # --- reads ---------------------------------------------------------------------------
 

@@ -13,7 +13,11 @@ database reads like upstream's Cassandra tables. Encodings, chosen for exact rou
 - `parent`: upstream's JSON `{"requestId": ..., "algorithmName": ...}`, or NULL.
 - `payload_valid_for`: REAL seconds (exact to the microsecond below ~30 years).
 
-Versions: 1 = `checkpoints` + `submission_buffer`; 2 = `scheduler_heartbeats(host, last_seen)`.
+- `payloads.data`: the payload bytes of runs small enough to be stored inline (BLOB).
+
+Versions: 1 = `checkpoints` + `submission_buffer`; 2 = `scheduler_heartbeats(host, last_seen)`;
+3 = `checkpoints.cluster` (the shard, filled in from `submission_buffer` for older runs), the
+`payloads` table, and the (host, stage) index extended by `received_at` for paged recovery.
 `PRAGMA user_version` is the schema version; `migrate` brings a database up to date, one step
 per version, and refuses a database written by a newer nexusd.
 """
@@ -79,9 +83,31 @@ CREATE TABLE scheduler_heartbeats (
 ) WITHOUT ROWID;
 """
 
+_V3 = """
+ALTER TABLE checkpoints ADD COLUMN cluster TEXT NOT NULL DEFAULT '';
+UPDATE checkpoints SET cluster = (
+    SELECT s.cluster FROM submission_buffer s
+    WHERE s.algorithm = checkpoints.algorithm AND s.id = checkpoints.id
+) WHERE EXISTS (
+    SELECT 1 FROM submission_buffer s
+    WHERE s.algorithm = checkpoints.algorithm AND s.id = checkpoints.id
+);
+DROP INDEX checkpoints_host_stage;
+CREATE INDEX checkpoints_host_stage ON checkpoints
+    (received_by_host, lifecycle_stage, received_at, algorithm, id);
+CREATE TABLE payloads (
+    algorithm  TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    written_at TEXT NOT NULL,
+    data       BLOB NOT NULL,
+    PRIMARY KEY (algorithm, id)
+);
+CREATE INDEX payloads_written ON payloads (written_at);
+"""
+
 #: MIGRATIONS[n] takes a database from user_version n to n + 1. Never edit a released step:
 #: databases in the field were built by it; add a new one.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -170,6 +196,7 @@ def decode_checkpoint(row: Sequence[Any]) -> Checkpoint:
         job_uid=values["job_uid"],
         parent=parent,
         payload_valid_for=dt.timedelta(seconds=values["payload_valid_for"]),
+        cluster=values["cluster"],
     )
 
 
