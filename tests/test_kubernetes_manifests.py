@@ -52,6 +52,8 @@ SCHEDULER_CALLS: frozenset[Call] = frozenset(
     }
 )
 #: Every Kubernetes call `nexusd maintainer` makes, and where.
+#: kube/fitting.py: the nodes a run's pod must fit on (the ClusterRole nexusd-scheduler-nodes)
+SCHEDULER_NODE_CALLS: frozenset[Call] = frozenset({("list", "", "nodes"), ("watch", "", "nodes")})
 MAINTAINER_CALLS: frozenset[Call] = frozenset(
     {
         # pipeline/observing.py informers (kube/watching.py: list, then watch)
@@ -258,8 +260,15 @@ async def test_a_deployment_whose_selector_misses_its_labels_is_refused(
 def test_roles_grant_exactly_the_calls_nexusd_makes() -> None:
     assert role_calls(find("Role", "nexusd-scheduler")) == SCHEDULER_CALLS
     assert role_calls(find("Role", "nexusd-maintainer")) == MAINTAINER_CALLS
+    assert role_calls(find("ClusterRole", "nexusd-scheduler-nodes")) == SCHEDULER_NODE_CALLS
+    binding = find("ClusterRoleBinding", "nexusd-scheduler-nodes")
+    assert binding["roleRef"]["name"] == "nexusd-scheduler-nodes"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "nexusd-scheduler", "namespace": NS}
+    ]
     for doc in documents():
-        assert doc["kind"] not in ("ClusterRole", "ClusterRoleBinding"), "namespaced RBAC only"
+        if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):  # only the read of nodes
+            assert doc["metadata"]["name"] == "nexusd-scheduler-nodes"
         for rule in doc.get("rules") or []:
             for field in ("verbs", "apiGroups", "resources"):
                 assert "*" not in rule.get(field, []), f"{doc['metadata']['name']}: {rule}"
@@ -327,7 +336,9 @@ async def test_a_running_scheduler_calls_nothing_its_role_does_not_grant(
         for (verb, resource, _code), count in cluster.request_counts.items()
         if count > before.get((verb, resource, _code), 0)
     }
-    granted = {(verb, resource) for verb, _group, resource in SCHEDULER_CALLS}
+    granted = {
+        (verb, resource) for verb, _group, resource in SCHEDULER_CALLS | SCHEDULER_NODE_CALLS
+    }
     assert made <= granted, f"calls the Role does not grant: {made - granted}"
     assert {("create", "jobs"), ("get", "jobs"), ("delete", "jobs")} <= made
 

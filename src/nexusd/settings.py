@@ -239,6 +239,13 @@ class KubeSettings:
     resync: float = attrs.field(
         default=30.0, metadata=_doc("template/workgroup cache full re-list period", "duration")
     )
+    check_node_capacity: bool = attrs.field(
+        default=True,
+        metadata=_doc(
+            "refuse (400) a run whose pod fits no node its workgroup can use (needs list/watch "
+            "on nodes; workgroups with capabilities.autoscaled are never refused)"
+        ),
+    )
 
 
 @attrs.frozen

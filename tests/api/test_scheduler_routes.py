@@ -422,3 +422,30 @@ async def test_health_and_readiness(nexus: Running, http: httpx.AsyncClient) -> 
     # the listener is closed: new connections are refused, not left waiting in the backlog
     with pytest.raises(httpx.ConnectError):
         await http.get(f"{nexus.url}/readyz")
+
+
+async def test_a_run_no_node_can_ever_fit_is_400_unless_its_workgroup_autoscales(
+    start_nexus: StartNexus, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    autoscaled = {
+        "apiVersion": "science.sneaksanddata.com/v1",
+        "kind": "NexusAlgorithmWorkgroup",
+        "metadata": {"name": "elastic"},
+        "spec": {"description": "grows", "cluster": "dev", "capabilities": {"autoscaled": True}},
+    }
+    elastic = template("elastic-algo")
+    elastic["spec"]["workgroupRef"]["name"] = "elastic"
+    manifests = write_manifests(tmp_path / "m", template("small"), autoscaled, elastic)
+    nexus = await start_nexus(**{"dev.manifests": str(manifests)})
+    # the embedded cluster's node offers 32 CPUs; the CPU request is 10% of the limit
+    huge = {"customConfiguration": {"computeResources": {"cpuLimit": "1000"}}}
+    response = await http.post(
+        f"{nexus.url}{RUN}/small", json={"algorithmParameters": {}, "tag": "huge", **huge}
+    )
+    assert response.status_code == 400
+    assert response.text.startswith("Algorithm payload is invalid: the run's pod requests cpu 100")
+    assert "no node of cluster dev" in response.text
+    tagged = await http.get(f"{nexus.url}/algorithm/v1/results/tags/huge")
+    assert tagged.json() == []  # nothing was stored
+    await submit(http, nexus, "small", {"algorithmParameters": {}})  # fits: accepted
+    await submit(http, nexus, "elastic-algo", {"algorithmParameters": {}, **huge})

@@ -91,6 +91,7 @@ SCIENCE_GROUP: Final = "science.sneaksanddata.com"
 JOBS: Final = Resource("batch", "v1", "jobs", "Job")
 PODS: Final = Resource("", "v1", "pods", "Pod")
 EVENTS: Final = Resource("", "v1", "events", "Event")
+NODES: Final = Resource("", "v1", "nodes", "Node", namespaced=False)
 TEMPLATES: Final = Resource(
     SCIENCE_GROUP, "v1", "nexusalgorithmtemplates", "NexusAlgorithmTemplate"
 )

@@ -51,13 +51,15 @@ def build_job(
     parent_owner: Mapping[str, Any] | None,
     parent: tuple[str, str] | None,
     nexus_version: str,
+    checked: bool = False,
 ) -> dict[str, Any]:
     """The `batch/v1` Job for one run. `parent` is (parent request id, parent algorithm).
 
-    Raises ValueError when `spec` cannot make a Job (intake validates earlier, so this only
-    guards against stored configurations that were never validated).
+    Raises ValueError when `spec` cannot make a Job. `checked` says the caller validated
+    `spec` itself (intake keeps a template's verdict while the template is unchanged), which
+    saves validating it again for every run.
     """
-    problems = validate_template_spec(spec)
+    problems = [] if checked else validate_template_spec(spec)
     if problems:
         raise ValueError("; ".join(problems))
     runtime = spec.get("runtimeEnvironment") or {}

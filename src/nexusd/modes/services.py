@@ -18,6 +18,7 @@ from nexusd import __version__
 from nexusd.api.app import create_app, serve_http
 from nexusd.api.context import AppContext, Readiness
 from nexusd.kube.configuration import ConfigurationCache, run_configuration_cache
+from nexusd.kube.fitting import NodeCapacity, run_node_capacity
 from nexusd.kube.throttling import ShardThrottle
 from nexusd.pipeline.cancelling import Canceller
 from nexusd.pipeline.completing import Completer
@@ -186,6 +187,18 @@ async def _start_scheduler(
             }
         )
     queues = {submitter.shard.name: submitter.queue for submitter in submitters}
+    capacities = {}
+    if settings.kube.check_node_capacity:
+        for name, shard in shards.items():
+            capacities[name] = NodeCapacity(name)
+            await nursery.start(
+                functools.partial(
+                    run_node_capacity,
+                    client=shard.client,
+                    capacity=capacities[name],
+                    resync_seconds=settings.kube.resync,
+                )
+            )
     await nursery.start(
         functools.partial(
             run_heartbeat,
@@ -211,6 +224,7 @@ async def _start_scheduler(
         # Only where nexusd serves the payload URLs itself can it serve them from the store.
         inline_max=settings.payloads.inline_max if foundation.files is not None else 0,
         commit_timeout=settings.store.commit_timeout,
+        capacities=capacities,
     )
     context.canceller = Canceller(
         store=store,

@@ -44,10 +44,11 @@ from nexusd.pipeline.bodies import Member, array_members, object_members
 from nexusd.pipeline.queueing import QueueFull, Reservation, VirtualQueue
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from nexusd.core.clock import Clock
     from nexusd.kube.configuration import ConfigurationCache
+    from nexusd.kube.fitting import NodeCapacity
     from nexusd.kube.shards import Shard
     from nexusd.stores.checkpoints import CheckpointStore
     from nexusd.stores.payloads import PayloadStore
@@ -253,6 +254,9 @@ class Intake:
     inline_max: int = 0
     #: seconds the shielded checkpoint write may take before intake answers 503
     commit_timeout: float = 30.0
+    #: per shard, the nodes a run's pod must fit on (none: not checked)
+    capacities: Mapping[str, NodeCapacity] = attrs.field(factory=dict)
+    _verdicts: dict[str, tuple[dict[str, Any], list[str]]] = attrs.field(factory=dict, init=False)
     _large_bodies: trio.CapacityLimiter = attrs.field(
         factory=lambda: trio.CapacityLimiter(LARGE_BODY_PARSERS), init=False
     )
@@ -331,7 +335,7 @@ class Intake:
                 "problem persists."
             )
         spec = template.get("spec") or {}
-        problems = validate_template_spec(spec)
+        problems = self._template_problems(algorithm, template, spec)
         if problems:
             raise IntakeError(
                 f"Algorithm {algorithm} has an invalid NexusAlgorithmTemplate: "
@@ -362,7 +366,12 @@ class Intake:
     ) -> Prepared:
         """Everything of a run but the write: Job manifest, checkpoint, payload placement."""
         owner = await self._parent_owner(request.parent, resolved.shard, dry_run=dry_run)
-        applied = merge_overrides(resolved.spec, request.overrides)
+        applied = resolved.spec  # validated by `resolve`; never mutated
+        if request.overrides:
+            applied = merge_overrides(resolved.spec, request.overrides)
+            problems = validate_template_spec(applied)
+            if problems:  # overrides that make the template unusable
+                raise _invalid("; ".join(problems))
         request_id = str(uuid.uuid4())
         payload_url = self.payloads.payload_url(
             algorithm=algorithm, request_id=request_id, valid_for=request.valid_for
@@ -373,25 +382,31 @@ class Intake:
             valid_for=dt.timedelta(seconds=self.result_valid_for),
         )
         shard = resolved.shard
-        try:
-            job = build_job(
-                request_id=request_id,
-                algorithm=algorithm,
-                spec=applied,
-                workgroup=resolved.workgroup,
-                namespace=shard.namespace,
-                payload_url=payload_url,
-                result_upload_url=upload_url,
-                parent_owner=owner,
-                parent=(
-                    (request.parent.request_id, request.parent.algorithm_name)
-                    if request.parent
-                    else None
-                ),
-                nexus_version=self.nexus_version,
-            )
-        except ValueError as exc:  # overrides that make the template unusable
-            raise _invalid(str(exc)) from None
+        job = build_job(
+            request_id=request_id,
+            algorithm=algorithm,
+            spec=applied,
+            workgroup=resolved.workgroup,
+            namespace=shard.namespace,
+            payload_url=payload_url,
+            result_upload_url=upload_url,
+            parent_owner=owner,
+            parent=(
+                (request.parent.request_id, request.parent.algorithm_name)
+                if request.parent
+                else None
+            ),
+            nexus_version=self.nexus_version,
+            checked=True,
+        )
+        capacity = self.capacities.get(shard.name)
+        misfit = (
+            capacity.misfit(job["spec"]["template"]["spec"], resolved.workgroup)
+            if capacity
+            else None
+        )
+        if misfit:
+            raise _invalid(misfit)
         now = self.clock.now()
         checkpoint = Checkpoint(
             algorithm=algorithm,
@@ -485,6 +500,16 @@ class Intake:
                 retry_after=5,
             ) from None
         return parent_owner_reference(job)
+
+    def _template_problems(self, algorithm: str, template: dict[str, Any], spec: Any) -> list[str]:
+        """`validate_template_spec`, once per version of a template: the cache replaces a
+        template's object when it changes, so the object itself is the version."""
+        known = self._verdicts.get(algorithm)
+        if known is not None and known[0] is template:
+            return known[1]
+        problems = validate_template_spec(spec)
+        self._verdicts[algorithm] = (template, problems)
+        return problems
 
     def _reserve(self, item: Prepared) -> Reservation[RunRef]:
         """Room in the run's shard queue, or the 429 a full queue answers."""
