@@ -171,12 +171,6 @@ EXPECTED = {
         "manifest unknown",
         True,
     ),
-    "bad-image": (
-        "SCHEDULING_FAILED",
-        LAUNCH + "the container image name is invalid.",
-        "Bad",
-        True,
-    ),
     "no-secret": (
         "SCHEDULING_FAILED",
         LAUNCH + 'Secret "api-token" does not exist.',
@@ -194,6 +188,18 @@ EXPECTED = {
     "silent": ("FAILED", FATAL + "algorithm exited without reporting a result.", "", False),
     "too-slow": ("DEADLINE_EXCEEDED", DEADLINE, "deadline", True),
 }
+
+
+async def test_an_image_no_kubelet_can_parse_is_refused_at_intake(
+    nexus: Running, http: httpx.AsyncClient
+) -> None:
+    """The maintainer's InvalidImageName rule (tests/pipeline/test_classifying*.py) stays for
+    Jobs made otherwise; intake no longer lets such a run start."""
+    response = await http.post(
+        f"{nexus.url}/algorithm/v1/run/bad-image", json={"algorithmParameters": {}}
+    )
+    assert response.status_code == 400
+    assert "spec.container.image: 'Bad' must be lowercase letters" in response.text
 
 
 async def test_every_outcome_ends_as_the_table_says(

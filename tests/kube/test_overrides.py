@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from nexusd.core.quantities import shown
 from nexusd.kube.overrides import (
     merge_overrides,
     validate_overrides,
@@ -575,14 +576,45 @@ def test_exit_codes(template_spec, codes, problems):
     assert validate_template_spec(template_spec) == problems
 
 
-@pytest.mark.parametrize("key", ["image", "registry", "versionTag"])
-def test_image_parts_without_whitespace(template_spec, key):
-    assert validate_overrides({"container": {key: "1.0 beta"}}) == [
-        f"customConfiguration.container.{key}: '1.0 beta' must not contain whitespace"
+RULES = {
+    "registry": "must be a registry host (with an optional :port and /path, lowercase path)",
+    "image": "must be lowercase letters, digits and '.', '_', '-' separators, '/'-separated",
+    "versionTag": (
+        "must be up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("image", "1.0 beta"),
+        ("image", "MyModel"),
+        ("image", "ÜBER"),
+        ("image", ":"),
+        ("registry", "a/b:c@"),
+        ("registry", " x"),
+        ("versionTag", "v1!"),
+        ("versionTag", "-1"),
+        ("versionTag", "x" * 129),
+    ],
+)
+def test_image_parts_follow_the_reference_grammar(template_spec, key, value):
+    """The kubelet would end such a container InvalidImageName: intake refuses it first."""
+    assert validate_overrides({"container": {key: value}}) == [
+        f"customConfiguration.container.{key}: {shown(value)} {RULES[key]}"
     ]
-    template_spec["container"][key] = " x"
+    template_spec["container"][key] = value
     assert validate_template_spec(template_spec) == [
-        f"spec.container.{key}: ' x' must not contain whitespace"
+        f"spec.container.{key}: {shown(value)} {RULES[key]}"
+    ]
+
+
+def test_a_reference_too_long_as_a_whole_is_a_problem(template_spec):
+    template_spec["container"]["image"] = "a" * 300
+    assert validate_template_spec(template_spec) == [
+        f"spec.container: {shown('ghcr.io/sneaksanddata/' + 'a' * 300 + ':0.1.2')} is no image: "
+        "repository name must not be more than 255 characters"
     ]
 
 
@@ -653,9 +685,7 @@ def test_merge_survives_ill_typed_input(template_spec):
 
 def test_huge_values_are_shortened_in_problems():
     problems = validate_overrides({"container": {"image": "x" * 1_000_000 + " y"}})
-    assert problems == [
-        f"customConfiguration.container.image: {'x' * 77!r}... must not contain whitespace"
-    ]
+    assert problems == [f"customConfiguration.container.image: {'x' * 77!r}... {RULES['image']}"]
     problems = validate_overrides({"computeResources": {"limits": {"a" * 10_000: "1"}}})
     assert len(problems) == 1
     assert len(problems[0]) < 400

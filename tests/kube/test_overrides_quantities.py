@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
+from nexusd.core.quantities import is_quantity, quantity_amount
 from nexusd.kube.overrides import validate_overrides, validate_template_spec
-from nexusd.kube.quantities import is_quantity, quantity_amount
 
 WHERE = "customConfiguration.computeResources"
 NOT_A_QUANTITY = "is not a Kubernetes quantity (like 500m, 2 or 1.5Gi)"

@@ -11,19 +11,17 @@ baseline from the same wrk, same process, same run.
 from __future__ import annotations
 
 import datetime as dt
-import re
-import shutil
-import subprocess
+import functools
 import uuid
 from typing import TYPE_CHECKING
 
-import pytest
 import trio
 
 from nexusd.core.clock import SystemClock
 from nexusd.core.lifecycle import Stage
 from nexusd.core.records import Checkpoint
 from nexusd.stores.sqlite import SqliteCheckpointStore
+from tests.perf.measuring import wrk
 from tests.servers.nexusd import nexusd_process
 
 if TYPE_CHECKING:
@@ -41,19 +39,6 @@ request = function()
     '{"resultUri":"https://r","errorCause":"","errorDetails":""}')
 end
 """
-
-
-def wrk(url: str, *extra: str) -> float:
-    output = subprocess.run(
-        ["wrk", "-t1", "-c64", "-d8s", *extra, url],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    match = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    assert match, output
-    return float(match.group(1))
 
 
 async def prepare(data: Path) -> list[str]:
@@ -77,8 +62,6 @@ async def prepare(data: Path) -> list[str]:
 
 
 async def test_receiver_completions(tmp_path: Path) -> None:
-    if shutil.which("wrk") is None:
-        pytest.fail("this benchmark needs wrk: apt-get install wrk")
     data = tmp_path / "data"
     data.mkdir()
     ids = await prepare(data)
@@ -88,10 +71,12 @@ async def test_receiver_completions(tmp_path: Path) -> None:
     async with nexusd_process(
         "receiver", env=env, cwd=tmp_path, log=tmp_path / "receiver.log"
     ) as receiver:
-        baseline = await trio.to_thread.run_sync(wrk, f"{receiver.url}/healthz")
-        completions = await trio.to_thread.run_sync(
-            wrk, f"{receiver.url}/", "-s", str(tmp_path / "complete.lua")
+        healthz = functools.partial(wrk, f"{receiver.url}/healthz", connections=64, seconds=8)
+        complete = functools.partial(
+            wrk, f"{receiver.url}/", "-s", str(tmp_path / "complete.lua"), connections=64, seconds=8
         )
+        baseline = (await trio.to_thread.run_sync(healthz)).rate
+        completions = (await trio.to_thread.run_sync(complete)).rate
     print(f"\none nexusd receiver on SQLite, 64 connections (wrk), {RUNS} runs")
     print(f"  baseline GET /healthz   {baseline:8.0f} req/s (1.00)")
     print(f"  POST complete           {completions:8.0f} /s    ({completions / baseline:.2f})")

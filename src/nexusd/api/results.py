@@ -24,7 +24,7 @@ async def run_result(algorithm: str, request_id: str) -> Response:
     return json_response(200, request_result(checkpoint))
 
 
-@blueprint.get("/results/tags/<tag>")
+@blueprint.get("/results/tags/<path:tag>")  # a tag may hold "/"
 async def tagged_results(tag: str) -> Response:
     runs = await current_context().store.by_tag(tag=tag)
     return json_response(200, [tagged_result(checkpoint) for checkpoint in runs])

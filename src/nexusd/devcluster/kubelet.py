@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING, NoReturn
 
 import trio
 
+from nexusd.core.images import InvalidImageName, image_id, normalize
+
 from .container_env import ConfigError, resolve_env
 from .events import record_kubelet_event
-from .images import InvalidImageName, image_id, normalize
 from .resources import CONFIGMAPS, PODS, SECRETS
 from .runtimes import (
     ANNOTATION_PULL_ERROR,

@@ -16,10 +16,11 @@ scheduler keeps the number of algorithm processes within what the host can run.
 from __future__ import annotations
 
 import os
-import re
 from typing import TYPE_CHECKING, Any
 
 import attrs
+
+from nexusd.core.quantities import quantity_amount
 
 from .objects import ApiError
 from .resources import NODES
@@ -34,29 +35,14 @@ HOST_PODS_PER_CPU = 8
 HOST_MIN_PODS = 4
 NODE_GROUP_LABEL = "kubernetes.sneaksanddata.com/service-node-group"
 
-_SUFFIX = {
-    "": 1,
-    "m": 1e-3,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-}
-_QUANTITY = re.compile(r"^([0-9.]+)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
-
 
 def parse_quantity(value: Any) -> float:
-    """A resource.Quantity string (or number) as a float in base units; cpu `500m` -> 0.5."""
-    if isinstance(value, int | float):
-        return float(value)
-    m = _QUANTITY.match(str(value).strip())
-    if m is None:
-        raise ValueError(f"quantities must match the regular expression: {value!r}")
-    return float(m.group(1)) * _SUFFIX[m.group(2) or ""]
+    """A resource.Quantity string (or number) as a float in base units; cpu `500m` -> 0.5.
+
+    The grammar and rounding are the API server's (`nexusd.core.quantities`): `1e9`, `500u`,
+    `2Pi` parse as they do there. ValueError for what the API server would refuse.
+    """
+    return float(quantity_amount(value))
 
 
 @attrs.frozen

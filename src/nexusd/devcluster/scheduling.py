@@ -14,6 +14,7 @@ pending pod would fit a fresh node of that group.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -195,8 +196,9 @@ class Scheduler:
             if _holds_resources(pod):
                 node = pod["spec"]["nodeName"]
                 count[node] += 1
-                for name, value in pod_requests(pod).items():
-                    used[node][name] = used[node].get(name, 0.0) + value
+                with contextlib.suppress(ValueError):  # bound by another scheduler: skip it
+                    for name, value in pod_requests(pod).items():
+                        used[node][name] = used[node].get(name, 0.0) + value
         return used, count
 
     def schedule(self, key: PodKey) -> bool:
@@ -207,6 +209,11 @@ class Scheduler:
             return False
         used, count = self._usage()
         nodes = list(self.ops.store.iter(NODES.key))
+        try:
+            pod_requests(pod)
+        except ValueError as exc:  # the API server refuses such a pod; this one never binds
+            self._mark_unschedulable(pod, f"invalid resource quantity: {exc}")
+            return False
         reasons: dict[str, list[str]] = {}
         for node in sorted(
             nodes, key=lambda n: (count[n["metadata"]["name"]], n["metadata"]["name"])

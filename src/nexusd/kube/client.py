@@ -9,7 +9,8 @@ endpoints send, e.g. the 429 of max-in-flight):
 
     404                         -> KubeNotFound
     409                         -> KubeConflict  (.reason AlreadyExists or Conflict)
-    429, 500, 502, 503, 504     -> KubeUnavailable (.retry_after from Retry-After)
+    429, 500, 502, 503, 504     -> KubeUnavailable (.retry_after from Retry-After), but a 500
+                                   "etcdserver: request is too large" -> KubeRejected
     transport errors, timeouts  -> KubeUnavailable
     any other 4xx/5xx           -> KubeRejected
     watch ERROR with code 410   -> WatchExpired (re-list, then watch again)
@@ -27,6 +28,7 @@ import logging
 import math
 import time
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote
 
 import attrs
 import httpx
@@ -50,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 #: HTTP codes worth retrying later (API priority & fairness, overload, proxies, restarts).
 TRANSIENT_CODES: Final = frozenset({429, 500, 502, 503, 504})
+#: The 500 an API server answers for an object its storage cannot hold: retrying cannot help.
+TOO_LARGE: Final = "etcdserver: request is too large"
 #: Longest time spent closing an abandoned watch stream.
 STREAM_CLOSE_SECONDS: Final = 1.0
 #: How often a refreshable token (exec plugin, rotated service-account token) is re-read.
@@ -81,10 +85,11 @@ class Resource:
         if self.namespaced:
             if not namespace:
                 raise ValueError(f"{self.plural} is namespaced: a namespace is required")
-            base = f"{self.api_prefix}/namespaces/{namespace}/{self.plural}"
+            base = f"{self.api_prefix}/namespaces/{quote(namespace, safe='')}/{self.plural}"
         else:
             base = f"{self.api_prefix}/{self.plural}"
-        return f"{base}/{name}" if name is not None else base
+        # Quoted: a name from outside ("x/..", "?limit=1") must not become another path.
+        return f"{base}/{quote(name, safe='')}" if name is not None else base
 
 
 SCIENCE_GROUP: Final = "science.sneaksanddata.com"
@@ -429,7 +434,7 @@ def error_for_status(
         return KubeNotFound(message, status=code, reason=reason)
     if code == 409:
         return KubeConflict(message, status=code, reason=reason)
-    if code in TRANSIENT_CODES:
+    if code in TRANSIENT_CODES and not (code == 500 and TOO_LARGE in message):
         return KubeUnavailable(message, status=code, reason=reason, retry_after=retry_after)
     return KubeRejected(message, status=code, reason=reason)
 

@@ -27,8 +27,8 @@ import attrs
 import trio
 
 from nexusd.core.errors import KubeRejected
+from nexusd.core.quantities import quantity_amount
 from nexusd.kube.client import NODES
-from nexusd.kube.quantities import quantity_amount
 from nexusd.kube.watching import run_informer
 
 if TYPE_CHECKING:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Final
 
+from nexusd.core.quantities import quantity_amount
 from nexusd.kube.overrides import (
     ENV_ALGORITHM_NAME,
     ENV_PARENT_ALGORITHM_NAME,
@@ -20,7 +21,6 @@ from nexusd.kube.overrides import (
     ENV_SHARD_NAME,
     validate_template_spec,
 )
-from nexusd.kube.quantities import quantity_amount
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -221,6 +221,22 @@ def container_resources(resources: Mapping[str, Any]) -> dict[str, dict[str, str
         if value not in ("", None):
             requests[name] = _quantity(value)
     return {"limits": limits, "requests": requests}
+
+
+def resource_problems(job: Mapping[str, Any]) -> list[str]:
+    """What the API server would refuse in a built Job's resources: a request above its
+    limit (the template's and the run's limits and requests meet only here)."""
+    problems = []
+    for container in job["spec"]["template"]["spec"]["containers"]:
+        resources = container.get("resources") or {}
+        limits, requests = resources.get("limits") or {}, resources.get("requests") or {}
+        for name in sorted(set(limits) & set(requests)):
+            if quantity_amount(requests[name]) > quantity_amount(limits[name]):
+                problems.append(
+                    f"computeResources: the {name} request {requests[name]} is above its "
+                    f"limit {limits[name]}"
+                )
+    return problems
 
 
 def cpu_request(cpu_limit: str) -> str:

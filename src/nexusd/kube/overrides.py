@@ -32,7 +32,8 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from nexusd.kube.quantities import quantity_problem, shown
+from nexusd.core.images import part_problem, reference_problem
+from nexusd.core.quantities import quantity_problem, shown
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -225,8 +226,14 @@ def validate_template_spec(spec: object) -> list[str]:
                 _check_placeholder(arg, f"{where}.args[{index}]", problems)
     container = _required_object(spec, "container", where, problems)
     if container is not None:
+        found = len(problems)
         for key in CONTAINER_OVERRIDES:
             _image_part(container, key, f"{where}.container", problems, required=True)
+        if len(problems) == found:  # the parts are strings: is the whole a reference?
+            image = f"{container['registry']}/{container['image']}:{container['versionTag']}"
+            problem = reference_problem(image)
+            if problem:
+                problems.append(f"{where}.container: {shown(image)} is no image: {problem}")
         _optional_string(container, "serviceAccountName", f"{where}.container", problems)
     _validate_resources(spec, where, problems)
     ref = _required_object(spec, "workgroupRef", where, problems)
@@ -425,15 +432,17 @@ def _optional_string(parent: Mapping[str, Any], key: str, where: str, problems: 
 def _image_part(
     parent: Mapping[str, Any], key: str, where: str, problems: list[str], *, required: bool
 ) -> None:
-    """Registry, image and tag make `<registry>/<image>:<tag>`, where whitespace is invalid."""
+    """Registry, image and tag make `<registry>/<image>:<tag>`: each in its grammar there."""
     before = len(problems)
     if required:
         _required_string(parent, key, where, problems)
     else:
         _optional_string(parent, key, where, problems)
     value = parent.get(key)
-    if len(problems) == before and isinstance(value, str) and re.search(r"\s", value):
-        problems.append(f"{where}.{key}: {shown(value)} must not contain whitespace")
+    if len(problems) == before and isinstance(value, str) and value:
+        problem = part_problem(key, value)
+        if problem:
+            problems.append(f"{where}.{key}: {shown(value)} {problem}")
 
 
 def _runtime_int(parent: Mapping[str, Any], key: str, where: str, problems: list[str]) -> None:

@@ -27,6 +27,8 @@ import attrs
 Invalid = Callable[[str], Exception]
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+#: A \\uD800-\\uDFFF escape: half of a UTF-16 pair, or (alone) no character at all.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 def _refuse_constant(name: str) -> NoReturn:
@@ -55,24 +57,36 @@ def _text(body: bytes, invalid: Invalid) -> str:
 
 
 def _decode_at(text: str, index: int, what: str, invalid: Invalid) -> tuple[Any, int]:
+    """Decode the JSON value at `index`; every problem names `what` (a member, or "body")."""
     try:
-        return _DECODER.raw_decode(text, index)
+        value, end = _DECODER.raw_decode(text, index)
     except RecursionError:
         raise invalid(f"{what} nests too deeply to be parsed") from None
     except ValueError as exc:
-        raise invalid(f"body is not valid JSON: {exc}") from None
+        if "integer string conversion" in str(exc):  # sys.get_int_max_str_digits()
+            raise invalid(f"{what} holds a number of more than 4300 digits") from None
+        raise invalid(f"{what} is not valid JSON: {exc}") from None
+    if _SURROGATE_ESCAPE.search(text, index, end) and not _encodable(value):
+        raise invalid(
+            f"{what} holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), which is "
+            "not a character"
+        )
+    return value, end
+
+
+def _encodable(value: Any) -> bool:
+    """Whether every string in `value` is valid Unicode (json escapes pair up into one)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def json_object(body: bytes, invalid: Invalid) -> dict[str, Any]:
-    """The body as a JSON object, or `invalid(...)` saying why it is not one."""
-    text = _text(body, invalid)
-    start = _WHITESPACE.match(text).end()  # type: ignore[union-attr]  # matches ""
-    document, end = _decode_at(text, start, "body", invalid)
-    if _WHITESPACE.match(text, end).end() != len(text):  # type: ignore[union-attr]
-        raise invalid(f"body is not valid JSON: extra data at char {end}")
-    if not isinstance(document, dict):
-        raise invalid("body must be a JSON object")
-    return document
+    """The body as a JSON object, or `invalid(...)` saying why it is not one (naming the
+    member at fault)."""
+    return {key: member.value for key, member in object_members(body, invalid)[1].items()}
 
 
 class _Walk:
@@ -131,32 +145,31 @@ def object_members(body: bytes, invalid: Invalid) -> tuple[str, dict[str, Member
     walk = _Walk(_text(body, invalid), invalid)
     index = walk.skip(0)
     if not walk.at(index, "{"):
-        json_object(body, invalid)  # a valid non-object says "must be a JSON object"
+        _, end = _decode_at(walk.text, index, "body", invalid)  # invalid JSON says so first
+        walk.finish(end)
+        raise invalid("body must be a JSON object")
     members, end = walk.members(index)
     walk.finish(end)
     return walk.text, members
 
 
-def array_members(body: bytes, invalid: Invalid) -> tuple[str, list[dict[str, Member] | None]]:
+def array_members(body: bytes, invalid: Invalid) -> tuple[str, list[dict[str, Member] | Exception]]:
     """The body (decoded text) and, for each item of its top-level array, the item's members
-    with their spans, or None for an item that is valid JSON but not an object."""
+    with their spans, or the item's own error (`invalid(...)`): a bad run is that run's
+    problem, and the others stand. Only a body that is not a well-formed array is refused
+    whole, naming the run where it breaks."""
     walk = _Walk(_text(body, invalid), invalid)
     index = walk.skip(0)
     if not walk.at(index, "["):
         _decode_at(walk.text, index, "body", invalid)  # invalid JSON says so first
         raise invalid("body must be a JSON array of runs")
-    items: list[dict[str, Member] | None] = []
+    items: list[dict[str, Member] | Exception] = []
     index = walk.skip(index + 1)
     if walk.at(index, "]"):
         walk.finish(index + 1)
         return walk.text, items
     while True:
-        if walk.at(index, "{"):
-            members, index = walk.members(index)
-            items.append(members)
-        else:
-            _, index = _decode_at(walk.text, index, f"item {len(items)}", invalid)
-            items.append(None)
+        index = _item(walk, index, items, invalid)
         index = walk.skip(index)
         if not walk.at(index, ","):
             walk.finish(walk.expect(index, "]", "',' or ']'"))
@@ -164,11 +177,60 @@ def array_members(body: bytes, invalid: Invalid) -> tuple[str, list[dict[str, Me
         index = walk.skip(index + 1)
 
 
+class _Problem(Exception):
+    """A run's problem, before it is known to be that run's own or the whole batch's."""
+
+
+def _item(
+    walk: _Walk, index: int, items: list[dict[str, Member] | Exception], invalid: Invalid
+) -> int:
+    """Read the run at `index` into `items`; return the index after it."""
+    if not walk.at(index, "{"):
+        _, end = _decode_at(walk.text, index, f"run {len(items)}", invalid)
+        items.append(invalid("a run must be a JSON object"))
+        return end
+    try:
+        members, end = _Walk(walk.text, _Problem).members(index)
+    except _Problem as problem:
+        end = _end_of(walk.text, index)
+        if end < 0:  # not even well-formed: where the next run starts is unknown
+            raise invalid(f"run {len(items)}: {problem}") from None
+        items.append(invalid(str(problem)))
+        return end
+    items.append(members)
+    return end
+
+
+#: What `_end_of` steps through: whole strings (escapes included), and brackets.
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _end_of(text: str, index: int) -> int:
+    """The index after the object or array opening at `index`, found without recursion (so
+    also for input nested too deep to decode); -1 when it is not closed."""
+    depth = 0
+    for match in _TOKEN.finditer(text, index):
+        if match.group() in "[{":
+            depth += 1
+        elif match.group() in "]}":
+            depth -= 1
+            if depth == 0:
+                return match.end()
+    return -1
+
+
 def string_field(document: dict[str, Any], key: str, invalid: Invalid) -> str:
     """An optional string field; missing or null reads as "" (upstream's Go zero value)."""
-    value = document.get(key)
+    return text_value(document.get(key), key, invalid)
+
+
+def text_value(value: Any, key: str, invalid: Invalid) -> str:
+    """`value` as a text field of a record: a string (None reads as ""), without NUL (which
+    PostgreSQL text cannot hold; the store would refuse it with a StoreError, a 503)."""
     if value is None:
         return ""
     if not isinstance(value, str):
         raise invalid(f"{key} must be a string")
+    if "\0" in value:
+        raise invalid(f"{key} must not contain NUL characters")
     return value

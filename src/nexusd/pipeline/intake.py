@@ -25,7 +25,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import functools
+import json
 import logging
+import re
 import uuid
 import zlib
 from typing import TYPE_CHECKING, Any
@@ -36,11 +38,17 @@ import trio
 from nexusd.core.durations import format_go_duration, parse_go_duration
 from nexusd.core.errors import KubeNotFound, KubeUnavailable
 from nexusd.core.lifecycle import Stage
+from nexusd.core.quantities import shown
 from nexusd.core.records import Checkpoint, NewRun, ParentRef, SubmissionEntry
 from nexusd.kube.client import JOBS
-from nexusd.kube.manifests import build_job, dry_run_owner_reference, parent_owner_reference
+from nexusd.kube.manifests import (
+    build_job,
+    dry_run_owner_reference,
+    parent_owner_reference,
+    resource_problems,
+)
 from nexusd.kube.overrides import merge_overrides, validate_overrides, validate_template_spec
-from nexusd.pipeline.bodies import Member, array_members, object_members
+from nexusd.pipeline.bodies import Member, array_members, object_members, text_value
 from nexusd.pipeline.queueing import QueueFull, Reservation, VirtualQueue
 
 if TYPE_CHECKING:
@@ -61,6 +69,14 @@ DRY_RUN_JOB_UID = "dry-run"
 THREAD_PARSE_MIN = 256 * 1024
 #: Large bodies parsed at once: each can take several times its size in memory while decoded.
 LARGE_BODY_PARSERS = 2
+#: Longest tag: it travels in URL paths (`/results/tags/{tag}`), which HTTP servers bound.
+MAX_TAG = 1024
+#: Longest other text field (requestApiVersion).
+MAX_TEXT = 4096
+#: Largest Job manifest: the API server's storage refuses objects over 1.5 MiB ("etcdserver:
+#: request is too large"), and a run that cannot become a Job is refused at intake.
+MAX_JOB_BYTES = 1_400_000
+_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 @attrs.frozen
@@ -128,7 +144,7 @@ def parse_members(
         payload=text[parameters.start : parameters.end].encode(),
         overrides=overrides,
         api_version=_string(members, "requestApiVersion"),
-        tag=_string(members, "tag"),
+        tag=_string(members, "tag", longest=MAX_TAG),
         parent=_parent(_value(members, "parentRequest")),
         valid_for=_valid_for(_string(members, "payloadValidFor"), default_valid_for, max_valid_for),
     )
@@ -151,9 +167,11 @@ def parse_batch(
         )
     parsed: list[ParsedRequest | IntakeError] = []
     for members in items:
+        if isinstance(members, Exception):  # made by _invalid: the run's own problem
+            assert isinstance(members, IntakeError)
+            parsed.append(members)
+            continue
         try:
-            if members is None:
-                raise _invalid("a run must be a JSON object")
             parsed.append(
                 parse_members(
                     text, members, default_valid_for=default_valid_for, max_valid_for=max_valid_for
@@ -169,13 +187,11 @@ def _value(members: dict[str, Member], key: str) -> Any:
     return None if member is None else member.value
 
 
-def _string(members: dict[str, Member], key: str) -> str:
-    """An optional string field; missing or null reads as "" (upstream's Go zero value)."""
-    value = _value(members, key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise _invalid(f"{key} must be a string")
+def _string(members: dict[str, Member], key: str, *, longest: int = MAX_TEXT) -> str:
+    """An optional text field; missing or null reads as "" (upstream's Go zero value)."""
+    value = text_value(_value(members, key), key, _invalid)
+    if len(value) > longest:
+        raise _invalid(f"{key} is longer than {longest} characters")
     return value
 
 
@@ -184,13 +200,19 @@ def _parent(document: Any) -> ParentRef | None:
         return None
     if not isinstance(document, dict):
         raise _invalid("parentRequest must be a JSON object")
-    request_id = document.get("requestId")
-    algorithm_name = document.get("algorithmName")
-    if not isinstance(request_id, str) or not request_id:
-        raise _invalid("parentRequest.requestId is required")
-    if not isinstance(algorithm_name, str) or not algorithm_name:
-        raise _invalid("parentRequest.algorithmName is required")
-    return ParentRef(request_id=request_id, algorithm_name=algorithm_name)
+    names = []
+    for key in ("requestId", "algorithmName"):
+        value = document.get(key)
+        if not isinstance(value, str) or not value:
+            raise _invalid(f"parentRequest.{key} is required")
+        # The parent is a run: its id names its Job, its algorithm a template.
+        if len(value) > 253 or not _OBJECT_NAME.fullmatch(value):
+            raise _invalid(
+                f"parentRequest.{key} {shown(value)} is not the name of a run's Job or "
+                "template (lowercase letters, digits, '-' and '.')"
+            )
+        names.append(value)
+    return ParentRef(request_id=names[0], algorithm_name=names[1])
 
 
 def _valid_for(raw: str, default: float, maximum: float) -> dt.timedelta:
@@ -198,13 +220,14 @@ def _valid_for(raw: str, default: float, maximum: float) -> dt.timedelta:
         return dt.timedelta(seconds=default)
     try:
         valid_for = parse_go_duration(raw)
-    except ValueError:
-        raise _invalid(f"payloadValidFor {raw!r} is not a duration like 6h or 90m") from None
+    except ValueError as exc:
+        reason = "out of range" if "out of range" in str(exc) else "not a duration like 6h or 90m"
+        raise _invalid(f"payloadValidFor {shown(raw)} is {reason}") from None
     if valid_for <= dt.timedelta(0):
-        raise _invalid(f"payloadValidFor {raw!r} must be positive")
+        raise _invalid(f"payloadValidFor {shown(raw)} must be positive")
     if valid_for.total_seconds() > maximum:
         limit = format_go_duration(dt.timedelta(seconds=maximum))
-        raise _invalid(f"payloadValidFor {raw!r} exceeds the maximum {limit}")
+        raise _invalid(f"payloadValidFor {shown(raw)} exceeds the maximum {limit}")
     return valid_for
 
 
@@ -370,8 +393,10 @@ class Intake:
         if request.overrides:
             applied = merge_overrides(resolved.spec, request.overrides)
             problems = validate_template_spec(applied)
-            if problems:  # overrides that make the template unusable
-                raise _invalid("; ".join(problems))
+            if problems:
+                raise _invalid(
+                    "customConfiguration makes the template unusable: " + "; ".join(problems)
+                )
         request_id = str(uuid.uuid4())
         payload_url = self.payloads.payload_url(
             algorithm=algorithm, request_id=request_id, valid_for=request.valid_for
@@ -399,6 +424,18 @@ class Intake:
             nexus_version=self.nexus_version,
             checked=True,
         )
+        problems = resource_problems(job)
+        if problems:
+            raise _invalid("; ".join(problems))
+        if request.overrides:  # a template's own manifest is small; overrides can grow it
+            size = len(json.dumps(job, separators=(",", ":")))
+            if size > MAX_JOB_BYTES:
+                raise IntakeError(
+                    f"The run's Job would be {size} bytes, more than the {MAX_JOB_BYTES} a "
+                    "Kubernetes API server stores; shorten customConfiguration "
+                    "(environment variables, annotations).",
+                    status=413,
+                )
         capacity = self.capacities.get(shard.name)
         misfit = (
             capacity.misfit(job["spec"]["template"]["spec"], resolved.workgroup)

@@ -1,5 +1,9 @@
 """Image references as the kubelet sees them: validate, normalise, fake a digest.
 
+Shared by the embedded cluster's kubelet (which ends a container InvalidImageName with these
+messages) and by intake (which refuses, with the same words, a run whose image no kubelet can
+pull, rather than letting it end SCHEDULING_FAILED).
+
 `normalize` mirrors distribution/reference's `ParseNormalizedNamed` + `TagNameOnly`, which the
 kubelet calls before pulling (`applyDefaultImageTag`). A reference it rejects ends the
 container in `InvalidImageName` with the kubelet's exact message, e.g. `Failed to apply default
@@ -24,6 +28,18 @@ _REFERENCE = re.compile(
     rf"^((?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)(?::({_TAG}))?(?:@({_DIGEST}))?$"
 )
 _HEX64 = re.compile(r"^[a-f0-9]{64}$")
+#: The parts nexus templates give (`<registry>/<image>:<versionTag>`), each in the grammar of
+#: its place in a reference: the registry a domain (with a port) and optional path, or a path.
+_PARTS = {
+    "registry": re.compile(rf"^(?:{_DOMAIN}|{_PATH_COMPONENT})(?:/{_PATH_COMPONENT})*$"),
+    "image": re.compile(rf"^{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$"),
+    "versionTag": re.compile(rf"^{_TAG}$"),
+}
+_PART_RULES = {
+    "registry": "a registry host (with an optional :port and /path, lowercase path)",
+    "image": "lowercase letters, digits and '.', '_', '-' separators, '/'-separated",
+    "versionTag": "up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
+}
 NAME_TOTAL_LENGTH_MAX = 255
 
 
@@ -62,6 +78,17 @@ def _parse_normalized(image: str) -> str:
     return ""
 
 
+def part_problem(part: str, value: str) -> str:
+    """Why `value` cannot be the `part` ("registry", "image", "versionTag") of a reference
+    ("" when it can)."""
+    return "" if _PARTS[part].match(value) else f"must be {_PART_RULES[part]}"
+
+
+def reference_problem(image: str) -> str:
+    """Why the kubelet cannot parse `image` ("" when it can)."""
+    return _parse_normalized(image)
+
+
 def normalize(image: str) -> str:
     """The fully qualified reference with a default `:latest`; raises InvalidImageName."""
     problem = _parse_normalized(image)
@@ -88,4 +115,4 @@ def image_id(normalized: str) -> str:
     return f"{repo}@sha256:{hashlib.sha256(normalized.encode()).hexdigest()}"
 
 
-__all__ = ["InvalidImageName", "image_id", "normalize"]
+__all__ = ["InvalidImageName", "image_id", "normalize", "part_problem", "reference_problem"]
