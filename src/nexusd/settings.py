@@ -265,6 +265,15 @@ class SubmissionSettings:
         ),
     )
     burst: int = attrs.field(default=DEFAULT_SUBMIT_BURST, metadata=_doc("token bucket size"))
+    budget: str = attrs.field(
+        default="shared",
+        metadata=_doc(
+            '"shared": rate and burst are one budget per shard for every process sharing the '
+            'checkpoint store (one store write per batch of calls); "local": each process '
+            "has its own",
+            "shared|local",
+        ),
+    )
     max_in_flight: int = attrs.field(
         default=16, metadata=_doc("most mutating Kubernetes calls in flight per shard")
     )

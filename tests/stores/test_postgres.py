@@ -79,6 +79,7 @@ async def test_migrate_creates_a_missing_schema(postgres_dsn: str) -> None:
         ("checkpoints",),
         (VERSION_TABLE,),
         ("payloads",),
+        ("rate_budgets",),
         ("scheduler_heartbeats",),
         ("submission_buffer",),
     ]
@@ -174,9 +175,9 @@ async def test_a_version_1_database_migrates_and_keeps_its_rows(
     with pytest.raises(StoreError, match=r"schema version 1, .* run `nexusd store migrate`"):
         await PostgresCheckpointStore.open(dsn=postgres_dsn, clock=clock)
     assert await init_schema(postgres_dsn) == 1  # init never upgrades
-    assert await migrate(postgres_dsn) == (1, 3)
-    assert await migrate(postgres_dsn) == (3, 3)
-    assert SCHEMA_VERSION == 3
+    assert await migrate(postgres_dsn) == (1, 4)
+    assert await migrate(postgres_dsn) == (4, 4)
+    assert SCHEMA_VERSION == 4
 
     async with open_postgres_store(dsn=postgres_dsn, clock=clock) as store:
         migrated = attrs.evolve(run, cluster=make_submission(run).cluster)
@@ -191,6 +192,7 @@ async def test_a_version_1_database_migrates_and_keeps_its_rows(
         (1, "v1"),
         (2, "scheduler_heartbeats"),
         (3, "checkpoints.cluster, payloads"),
+        (4, "rate_budgets"),
     ]
 
 

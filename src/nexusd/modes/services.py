@@ -19,7 +19,8 @@ from nexusd.api.app import create_app, serve_http
 from nexusd.api.context import AppContext, Readiness
 from nexusd.kube.configuration import ConfigurationCache, run_configuration_cache
 from nexusd.kube.fitting import NodeCapacity, run_node_capacity
-from nexusd.kube.throttling import ShardThrottle
+from nexusd.kube.throttling import LocalBudget, ShardThrottle
+from nexusd.pipeline.budgets import StoreBudget
 from nexusd.pipeline.cancelling import Canceller
 from nexusd.pipeline.completing import Completer
 from nexusd.pipeline.heartbeats import run_heartbeat
@@ -29,9 +30,12 @@ from nexusd.pipeline.recovery import requeue_buffered
 from nexusd.pipeline.submitting import Submitter, run_submitter
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from nexusd.core.clock import Clock
     from nexusd.devcluster import DevCluster
     from nexusd.kube.shards import Shard
+    from nexusd.kube.throttling import RateBudget, RateLimits
     from nexusd.modes.building import Foundation
     from nexusd.settings import Settings
     from nexusd.stores.checkpoints import CheckpointStore
@@ -134,8 +138,14 @@ async def start_services(
 async def start_submitter(
     nursery: trio.Nursery, settings: Settings, store: CheckpointStore, shard: Shard, clock: Clock
 ) -> Submitter:
-    """One shard's throttle, virtual queue and submission workers."""
+    """One shard's throttle (its budget shared through the store unless `submission.budget`
+    is "local"), virtual queue and submission workers."""
     submission = settings.submission
+    budget: Callable[[RateLimits], RateBudget] = (
+        functools.partial(StoreBudget, store=store, shard=shard.name, caller=settings.host_name)
+        if submission.budget == "shared"
+        else LocalBudget
+    )
     submitter = Submitter(
         store=store,
         shard=shard,
@@ -145,6 +155,7 @@ async def start_submitter(
             max_in_flight=submission.max_in_flight,
             decrease=submission.throttle_decrease,
             increase=submission.throttle_recovery,
+            budget=budget,
         ),
         queue=VirtualQueue(submission.queue_capacity),
         clock=clock,

@@ -138,16 +138,14 @@ class Submitter:
             await self._fail(ref, str(exc))
             return None
         except KubeUnavailable as exc:
-            self._retry_later(ref, exc)
+            await self._retry_later(ref, exc)
             return None
         self.throttle.succeeded()
         self.submitted += 1
         return job
 
-    def _retry_later(self, ref: RunRef, exc: KubeUnavailable) -> None:
+    async def _retry_later(self, ref: RunRef, exc: KubeUnavailable) -> None:
         self.retries += 1
-        if exc.status == 429:
-            self.throttle.throttled()
         ceiling = min(self.retry_max_delay, self.retry_base_delay * 2.0**ref.attempt)
         pause = max(exc.retry_after or 0.0, random.uniform(ceiling / 2, ceiling))
         logger.info(
@@ -159,6 +157,8 @@ class Submitter:
         self.queue.put_priority(
             attrs.evolve(ref, attempt=ref.attempt + 1), not_before=trio.current_time() + pause
         )
+        if exc.status == 429:  # requeued first: the run is not lost if the cut is cancelled
+            await self.throttle.throttled()
 
     async def _fail(self, ref: RunRef, details: str) -> None:
         await self.store.transition(

@@ -29,6 +29,13 @@ What the maintainer needs (it keeps every accepted run moving to a terminal stat
 - `hold_identity` gives one live process at a time a host name, across every process that
   shares the store (a lock file beside a SQLite file, an advisory lock in PostgreSQL held by
   a session of its own), and lets it go when the holder closes the store or dies.
+
+What the submitters of every process share (stores/rate_budgets.py has the arithmetic):
+- `grant_tokens` and `cut_rate` are each ONE atomic operation on a shard's rate budget (a
+  token bucket with an AIMD rate), also across processes sharing the store: of concurrent
+  grants, none sees another's tokens, so the tokens granted over any interval never exceed
+  `burst + rate x elapsed` on the store's clock (the memory and SQLite stores' `Clock`,
+  PostgreSQL's own `clock_timestamp()`, so machines with skewed clocks share one budget).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ if TYPE_CHECKING:
         SubmissionEntry,
         Transition,
     )
+    from nexusd.stores.rate_budgets import TokenGrant
 
 #: Rows returned by one `stale` or `purge` call unless the caller asks for another bound.
 DEFAULT_PAGE = 1000
@@ -214,6 +222,40 @@ class CheckpointStore(Protocol):
         describes this process to the next one that tries. Whoever owns a name may treat the
         runs held under it as its own, so no two live processes may share one.
         """
+        ...
+
+    # --- what the submitters share -----------------------------------------------------------
+
+    async def grant_tokens(
+        self,
+        *,
+        shard: str,
+        wanted: int,
+        burst: int,
+        ceiling: float,
+        caller: str,
+        increase: float,
+        successes: int = 0,
+    ) -> TokenGrant:
+        """Refill `shard`'s budget, fold `successes` into its rate, take up to `wanted` tokens.
+
+        A budget never seen before starts full (`burst` tokens) at `ceiling`. `burst` caps the
+        bucket, `ceiling` the rate (the smallest of the last `CEILING_HOLD` seconds wins, or
+        the newest of the `caller` that set it: a process's `node.host_name`).
+        """
+        ...
+
+    async def cut_rate(
+        self,
+        *,
+        shard: str,
+        burst: int,
+        ceiling: float,
+        caller: str,
+        decrease: float,
+        floor: float,
+    ) -> TokenGrant:
+        """A 429: multiply `shard`'s rate by `decrease` (not below `floor`), empty its bucket."""
         ...
 
     async def aclose(self) -> None: ...

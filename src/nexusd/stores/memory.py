@@ -23,6 +23,7 @@ import trio
 from nexusd.core.errors import AlreadyExists, NotFound
 from nexusd.core.lifecycle import TERMINAL, Stage
 from nexusd.core.records import NewRun, PendingSubmission, Transition
+from nexusd.stores import rate_budgets
 from nexusd.stores.checkpoints import DEFAULT_PAGE
 from nexusd.stores.validation import (
     allowed_sources,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from nexusd.core.clock import Clock
     from nexusd.core.records import Checkpoint, SubmissionEntry
     from nexusd.stores.checkpoints import HostCursor, StaleCursor
+    from nexusd.stores.rate_budgets import BudgetState, TokenGrant
 
 _Key = tuple[str, str]
 _K = TypeVar("_K")
@@ -74,6 +76,8 @@ class MemoryCheckpointStore:
         self._heartbeats: dict[str, dt.datetime] = {}
         #: inline payloads: (written_at, data)
         self._payloads: dict[_Key, tuple[dt.datetime, bytes]] = {}
+        #: shard -> its rate budget, shared by every submitter of this process
+        self._budgets: dict[str, BudgetState] = {}
 
     async def create(
         self,
@@ -285,6 +289,56 @@ class MemoryCheckpointStore:
         for _, key in doomed:
             del self._payloads[key]
         return len(doomed)
+
+    async def grant_tokens(
+        self,
+        *,
+        shard: str,
+        wanted: int,
+        burst: int,
+        ceiling: float,
+        caller: str,
+        increase: float,
+        successes: int = 0,
+    ) -> TokenGrant:
+        await trio.lowlevel.checkpoint()
+        rate_budgets.check_grant(
+            wanted=wanted, burst=burst, ceiling=ceiling, increase=increase, successes=successes
+        )
+        self._budgets[shard], granted = rate_budgets.grant(
+            self._budgets.get(shard),
+            now=self._clock.now().timestamp(),
+            wanted=wanted,
+            burst=burst,
+            ceiling=ceiling,
+            caller=caller,
+            increase=increase,
+            successes=successes,
+        )
+        return granted
+
+    async def cut_rate(
+        self,
+        *,
+        shard: str,
+        burst: int,
+        ceiling: float,
+        caller: str,
+        decrease: float,
+        floor: float,
+    ) -> TokenGrant:
+        await trio.lowlevel.checkpoint()
+        rate_budgets.check_cut(burst=burst, ceiling=ceiling, decrease=decrease, floor=floor)
+        self._budgets[shard], cut = rate_budgets.cut(
+            self._budgets.get(shard),
+            now=self._clock.now().timestamp(),
+            burst=burst,
+            ceiling=ceiling,
+            caller=caller,
+            decrease=decrease,
+            floor=floor,
+        )
+        return cut
 
     async def hold_identity(self, *, host: str, holder: str) -> None:
         """Nothing to do: a memory store has exactly one process."""

@@ -12,8 +12,8 @@ Flow of one call::
 
 psycopg's async API needs asyncio, so synchronous connections from a
 `psycopg_pool.ConnectionPool` run in trio worker threads; a `trio.CapacityLimiter` sized to the
-pool keeps threads from queueing for connections. Every write is ONE autocommitted statement
-or transaction:
+pool keeps threads from queueing for connections (postgres_running.py runs and counts the calls).
+Every write is ONE autocommitted statement or transaction:
 
 - `create_many` (and `create`): the runs, their manifests and inline payloads in ONE
   transaction, its statements pipelined (one round trip), so they are stored together or not at
@@ -22,6 +22,7 @@ or transaction:
   a compare-and-set the server applies atomically under its row lock, also across processes.
   Only when it matched no row does a second (read) statement tell "unknown run" (`NotFound`)
   from "refused" (`applied=False` with the stage as now committed).
+- `grant_tokens`, `cut_rate`: one call of a server-side function (postgres_budgets.py).
 
 Cancellation (a trio cancel scope around any call):
 
@@ -51,13 +52,9 @@ host, port, database and user, never the password.
 from __future__ import annotations
 
 import functools
-import logging
-import threading
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import attrs
-import outcome
 import psycopg
 import trio
 from psycopg import errors
@@ -74,8 +71,9 @@ from nexusd.stores.postgres_admin import (
     describe_dsn,
     translate,
 )
-from nexusd.stores.postgres_calls import CANCEL_GRACE_S, Call
+from nexusd.stores.postgres_budgets import PostgresBudgets
 from nexusd.stores.postgres_identity import lock_identity
+from nexusd.stores.postgres_running import CallRunner, PostgresStatistics
 from nexusd.stores.postgres_schema import (
     decode_checkpoint,
     decode_submission,
@@ -102,7 +100,6 @@ if TYPE_CHECKING:
     from nexusd.core.records import Checkpoint, SubmissionEntry
     from nexusd.stores.checkpoints import StaleCursor
 
-logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 #: Connections kept open while idle, and the most the pool opens (= concurrent statements).
@@ -183,33 +180,7 @@ def _update_statement(names: tuple[str, ...]) -> str:
     )
 
 
-@attrs.frozen
-class PostgresStatistics:
-    """A snapshot of the store's pool and counters (served by /readyz, printed by benchmarks)."""
-
-    #: connections open now (idle or in use), and the pool's bounds
-    pool_size: int
-    pool_min: int
-    pool_max: int
-    #: idle connections ready for a call
-    pool_available: int
-    #: calls waiting inside the pool for a connection (normally 0: the limiter queues them)
-    requests_waiting: int
-    #: calls running in a worker thread right now
-    in_flight: int
-    #: calls that reached an outcome (result or error)
-    operations: int
-    #: calls that failed with a StoreError other than AlreadyExists / NotFound
-    failures: int
-    #: calls cancelled by trio (statement never sent, or cancelled on the server)
-    cancelled: int
-    #: cancelled calls whose statement the server did not confirm stopped in CANCEL_GRACE_S
-    abandoned: int
-    #: whether the store accepts calls
-    open: bool
-
-
-class PostgresCheckpointStore(SqlReads):
+class PostgresCheckpointStore(PostgresBudgets, SqlReads):
     """The `CheckpointStore` protocol on PostgreSQL. Build it with `open`."""
 
     MARK = "%s"
@@ -228,19 +199,11 @@ class PostgresCheckpointStore(SqlReads):
 
     def __init__(self, *, clock: Clock, pool: ConnectionPool[Connection], dsn: str) -> None:
         self._clock = clock
-        self._pool = pool
         self._dsn = dsn
-        self._max_size = pool.max_size
-        self._limiter = trio.CapacityLimiter(pool.max_size)
-        self._counts_lock = threading.Lock()
-        self._operations = 0
-        self._failures = 0
-        self._cancelled = 0
-        self._abandoned = 0
-        self._closed = False
+        self._calls = CallRunner(pool=pool, dsn=dsn)
         self._identities: list[Connection] = []
         #: `user@host:port/dbname`, safe to log
-        self.where = describe_dsn(dsn)
+        self.where = self._calls.where
 
     @classmethod
     async def open(
@@ -305,13 +268,10 @@ class PostgresCheckpointStore(SqlReads):
     async def aclose(self) -> None:
         """Wait for running calls (shielded), then close every connection (the identity
         sessions last: their names stay held until nothing of this store runs). Idempotent."""
-        if self._closed:
+        if self._calls.closed:
             return
-        self._closed = True
+        await self._calls.aclose()
         with trio.CancelScope(shield=True):
-            for _ in range(self._max_size):
-                await self._limiter.acquire_on_behalf_of(object())
-            await trio.to_thread.run_sync(self._pool.close)
             for session in self._identities:
                 await trio.to_thread.run_sync(session.close)
 
@@ -322,79 +282,10 @@ class PostgresCheckpointStore(SqlReads):
         await self.aclose()
 
     def statistics(self) -> PostgresStatistics:
-        pool = self._pool.get_stats()
-        with self._counts_lock:
-            return PostgresStatistics(
-                pool_size=pool.get("pool_size", 0),
-                pool_min=pool.get("pool_min", 0),
-                pool_max=pool.get("pool_max", 0),
-                pool_available=pool.get("pool_available", 0),
-                requests_waiting=pool.get("requests_waiting", 0),
-                in_flight=int(self._limiter.borrowed_tokens) if not self._closed else 0,
-                operations=self._operations,
-                failures=self._failures,
-                cancelled=self._cancelled,
-                abandoned=self._abandoned,
-                open=not self._closed,
-            )
-
-    # --- the call machinery --------------------------------------------------------------
+        return self._calls.statistics()
 
     async def _run(self, fn: Callable[[Connection], _T]) -> _T:
-        """Run `fn(connection)` in a worker thread; see the module docstring on cancellation."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        if self._closed:
-            raise StoreError(f"the PostgreSQL store {self.where} is closed")
-        call = Call(fn, self._pool)
-        try:
-            result = await trio.to_thread.run_sync(
-                call.run, limiter=self._limiter, abandon_on_cancel=True
-            )
-        except trio.Cancelled as cancelled:
-            result = await self._settle_cancelled(call, cancelled)
-        except Exception as exc:
-            error = self._count_error(exc)
-            raise error from error.__cause__
-        self._count(operations=1)
-        return result
-
-    async def _settle_cancelled(self, call: Call[_T], cancelled: trio.Cancelled) -> _T:
-        """The task was cancelled while `call` was pending or running: stop the statement."""
-        if not call.request_cancel():
-            self._count(cancelled=1)
-            raise cancelled
-        with trio.move_on_after(CANCEL_GRACE_S, shield=True) as waiting:
-            await trio.to_thread.run_sync(call.send_cancel)
-            await call.finished.wait()
-        if waiting.cancelled_caught or call.result is None:
-            self._count(cancelled=1, abandoned=1)
-            logger.warning(
-                "a cancelled PostgreSQL call on %s did not stop within %ss; its outcome is unknown",
-                self.where,
-                CANCEL_GRACE_S,
-            )
-            raise cancelled
-        if isinstance(call.result, outcome.Value):
-            self._count(operations=1)
-            applied: _T = call.result.unwrap()  # finished before the cancel landed
-            return applied
-        self._count(cancelled=1)
-        raise cancelled  # the statement failed or was cancelled: nothing applied
-
-    def _count_error(self, exc: Exception) -> Exception:
-        error = translate(exc, self._dsn)
-        failed = isinstance(error, StoreError) and not isinstance(error, AlreadyExists | NotFound)
-        self._count(operations=1, failures=int(failed))
-        return error
-
-    def _count(
-        self, *, operations: int = 0, failures: int = 0, cancelled: int = 0, abandoned: int = 0
-    ) -> None:
-        with self._counts_lock:
-            self._operations += operations
-            self._failures += failures
-            self._cancelled += cancelled
-            self._abandoned += abandoned
+        return await self._calls.run(fn)
 
     # --- writes --------------------------------------------------------------------------
 

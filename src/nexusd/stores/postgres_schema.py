@@ -17,7 +17,9 @@ for exact round trips and for use from `psql`:
 Migrations: `nexusd_schema_migrations(version, description, applied_at)` records every step
 applied. `MIGRATIONS[n]` takes a database from version n to n + 1 (version 1 is the initial
 schema; version 2 adds `scheduler_heartbeats(host, last_seen)`; version 3 adds
-`checkpoints.cluster` and `payloads(algorithm, id, written_at, data bytea)`). Every change runs
+`checkpoints.cluster` and `payloads(algorithm, id, written_at, data bytea)`; version 4 adds the
+submitters' shared `rate_budgets` and the functions that grant and cut them on the server's
+clock, `nexusd_grant_tokens` and `nexusd_cut_rate`). Every change runs
 in one transaction that first takes a transaction-level advisory lock
 (`pg_advisory_xact_lock(SCHEMA_LOCK_KEY)`), so nexusd processes starting together migrate once
 and the others see the result; DDL is transactional in PostgreSQL, so a failed step leaves
@@ -119,11 +121,100 @@ CREATE TABLE payloads (
 CREATE INDEX payloads_written ON payloads (written_at);
 """
 
+# The submitters' shared rate budgets, one row per shard (stores/rate_budgets.py has the same
+# steps in Python, and the contract tests hold both to them). Functions, so that a grant is ONE
+# round trip that locks the row, reads `clock_timestamp()` once the lock is held (so stamps
+# only move forward, and every machine's grants are timed by this one server's clock), refills,
+# grants and writes back.
+_V4 = """
+CREATE TABLE rate_budgets (
+    shard         text PRIMARY KEY,
+    tokens        double precision NOT NULL,
+    stamp         timestamptz NOT NULL,
+    rate          double precision NOT NULL,
+    ceiling       double precision NOT NULL,
+    ceiling_until timestamptz NOT NULL,
+    ceiling_by    text NOT NULL
+);
+
+CREATE FUNCTION nexusd_budget_refilled(
+    p_shard text, p_burst integer, p_ceiling double precision, p_caller text,
+    p_hold double precision
+) RETURNS rate_budgets LANGUAGE plpgsql AS $$
+DECLARE
+    b rate_budgets;
+    now_ timestamptz;
+BEGIN
+    SELECT * INTO b FROM rate_budgets WHERE shard = p_shard FOR UPDATE;
+    IF NOT FOUND THEN
+        -- a new budget starts full, at its ceiling
+        INSERT INTO rate_budgets
+            (shard, tokens, stamp, rate, ceiling, ceiling_until, ceiling_by)
+        VALUES (p_shard, p_burst, clock_timestamp(), p_ceiling, p_ceiling, clock_timestamp(),
+            p_caller)
+        ON CONFLICT (shard) DO NOTHING;
+        SELECT * INTO b FROM rate_budgets WHERE shard = p_shard FOR UPDATE;
+    END IF;
+    now_ := clock_timestamp();
+    b.tokens := least(
+        p_burst::double precision,
+        b.tokens + greatest(0, extract(epoch FROM now_ - b.stamp)::double precision) * b.rate
+    );
+    b.stamp := now_;
+    IF p_ceiling <= b.ceiling OR now_ >= b.ceiling_until OR p_caller = b.ceiling_by THEN
+        -- the rate moves with its ceiling, in proportion
+        b.rate := least(p_ceiling, b.rate * p_ceiling / b.ceiling);
+        b.ceiling := p_ceiling;
+        b.ceiling_until := now_ + make_interval(secs => p_hold);
+        b.ceiling_by := p_caller;
+    END IF;
+    RETURN b;
+END $$;
+
+CREATE FUNCTION nexusd_grant_tokens(
+    p_shard text, p_wanted integer, p_burst integer, p_ceiling double precision,
+    p_caller text, p_increase double precision, p_successes integer, p_hold double precision,
+    OUT o_granted integer, OUT o_rate double precision, OUT o_tokens double precision
+) LANGUAGE plpgsql AS $$
+DECLARE
+    b rate_budgets;
+BEGIN
+    b := nexusd_budget_refilled(p_shard, p_burst, p_ceiling, p_caller, p_hold);
+    IF p_successes > 0 THEN
+        b.rate := least(b.ceiling, b.rate + p_successes * p_increase / b.rate);
+    END IF;
+    o_granted := least(p_wanted, floor(b.tokens + 1e-9)::integer);
+    b.tokens := greatest(0, b.tokens - o_granted);
+    UPDATE rate_budgets SET tokens = b.tokens, stamp = b.stamp, rate = b.rate,
+        ceiling = b.ceiling, ceiling_until = b.ceiling_until, ceiling_by = b.ceiling_by
+    WHERE shard = p_shard;
+    o_rate := b.rate;
+    o_tokens := b.tokens;
+END $$;
+
+CREATE FUNCTION nexusd_cut_rate(
+    p_shard text, p_burst integer, p_ceiling double precision, p_caller text,
+    p_decrease double precision, p_floor double precision, p_hold double precision,
+    OUT o_rate double precision
+) LANGUAGE plpgsql AS $$
+DECLARE
+    b rate_budgets;
+BEGIN
+    b := nexusd_budget_refilled(p_shard, p_burst, p_ceiling, p_caller, p_hold);
+    b.rate := greatest(least(p_floor, b.ceiling), b.rate * p_decrease);
+    UPDATE rate_budgets SET tokens = 0, stamp = b.stamp, rate = b.rate,
+        ceiling = b.ceiling, ceiling_until = b.ceiling_until, ceiling_by = b.ceiling_by
+    WHERE shard = p_shard;
+    o_rate := b.rate;
+END $$;
+"""
+
 #: Never edit a released step (databases in the field were built by it); add a new one.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, description="checkpoints and submission_buffer", sql=_V1),
     Migration(version=2, description="scheduler_heartbeats", sql=_V2),
     Migration(version=3, description="checkpoints.cluster, payloads", sql=_V3),
+    Migration(version=4, description="rate_budgets", sql=_V4),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

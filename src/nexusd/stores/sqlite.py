@@ -9,7 +9,8 @@ conditional statement (``UPDATE ... WHERE ... AND lifecycle_stage IN (...)``, re
 back only when it did not apply), so the compare-and-set is atomic even against other processes
 sharing the file; so is a `claim`
 (``UPDATE ... WHERE lifecycle_stage = 'BUFFERED' AND received_by_host = ?``). A `purge` is one
-writer operation (one savepoint): the runs and their submission entries go together. Reads run
+writer operation (one savepoint): the runs and their submission entries go together; so is a
+rate-budget grant (sqlite_budgets.py: read, refill, write back under the write lock). Reads run
 in trio worker threads on a small pool of read-only connections; with WAL they never wait for the
 writer and always see every commit that finished before they started.
 
@@ -43,6 +44,7 @@ from nexusd.core.records import NewRun, Transition
 from nexusd.stores.checkpoints import DEFAULT_PAGE
 from nexusd.stores.locking import FileLock, take_lock
 from nexusd.stores.sql_reads import COLUMN_LIST, COLUMNS, IDENTITY_HINT, SqlReads
+from nexusd.stores.sqlite_budgets import SqliteBudgets
 from nexusd.stores.sqlite_schema import (
     decode_checkpoint,
     decode_submission,
@@ -204,7 +206,7 @@ class _ReadPool:
             self._idle.clear()
 
 
-class SqliteCheckpointStore(SqlReads):
+class SqliteCheckpointStore(SqliteBudgets, SqlReads):
     """The `CheckpointStore` protocol on one SQLite file. Build it with `open`."""
 
     MARK = "?"

@@ -17,7 +17,9 @@ database reads like upstream's Cassandra tables. Encodings, chosen for exact rou
 
 Versions: 1 = `checkpoints` + `submission_buffer`; 2 = `scheduler_heartbeats(host, last_seen)`;
 3 = `checkpoints.cluster` (the shard, filled in from `submission_buffer` for older runs), the
-`payloads` table, and the (host, stage) index extended by `received_at` for paged recovery.
+`payloads` table, and the (host, stage) index extended by `received_at` for paged recovery;
+4 = `rate_budgets`, one row per shard (stores/rate_budgets.py), its times REAL seconds since the
+epoch on the store's clock (only their differences matter, and no one reads them as dates).
 `PRAGMA user_version` is the schema version; `migrate` brings a database up to date, one step
 per version, and refuses a database written by a newer nexusd.
 """
@@ -105,9 +107,22 @@ CREATE TABLE payloads (
 CREATE INDEX payloads_written ON payloads (written_at);
 """
 
+# The submitters' shared rate budgets: as small as the number of shards, updated on every grant.
+_V4 = """
+CREATE TABLE rate_budgets (
+    shard         TEXT NOT NULL PRIMARY KEY,
+    tokens        REAL NOT NULL,
+    stamp         REAL NOT NULL,
+    rate          REAL NOT NULL,
+    ceiling       REAL NOT NULL,
+    ceiling_until REAL NOT NULL,
+    ceiling_by    TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
 #: MIGRATIONS[n] takes a database from user_version n to n + 1. Never edit a released step:
 #: databases in the field were built by it; add a new one.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
