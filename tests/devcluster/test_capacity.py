@@ -66,3 +66,21 @@ async def test_pods_beyond_capacity_wait_then_run(
         pod = (await http.get(f"{PODS}/{waiting['metadata']['name']}")).json()
         assert pod["spec"]["nodeName"] == "small-0"  # bound once a finished pod freed room
         assert pod["status"]["phase"] == "Succeeded"
+
+
+async def test_pods_created_together_do_not_overcommit_a_node(
+    nursery: trio.Nursery, tmp_path: pathlib.Path
+) -> None:
+    """Three pods of one Job appear in one scheduling pass on a node with room for two: the
+    pass counts the pods it has just bound, so the third one waits (FailedScheduling)."""
+    cluster = await start_cluster(nursery, tmp_path, node_groups=(NodeGroup(name="small", pods=2),))
+    async with httpx.AsyncClient(base_url=cluster.url, timeout=10) as http:
+        job = job_manifest(
+            "trio", annotations={ANNOTATION_DURATION: "0.3"}, parallelism=3, completions=3
+        )
+        await http.post(JOBS, json=job)
+        await wait_job_condition(http, "trio", "Complete")
+        events = (await http.get("/api/v1/namespaces/nexus/events")).json()["items"]
+    reasons = [event["reason"] for event in events if event["involvedObject"]["kind"] == "Pod"]
+    assert reasons.count("FailedScheduling") >= 1
+    assert reasons.count("Scheduled") == 3

@@ -181,6 +181,20 @@ def _holds_resources(pod: Obj) -> bool:
     )
 
 
+class Usage:
+    """Requests held and pods bound, per node name."""
+
+    def __init__(self) -> None:
+        self.used: dict[str, dict[str, float]] = collections.defaultdict(dict)
+        self.count: collections.Counter[str] = collections.Counter()
+
+    def add(self, pod: Obj, node: str) -> None:
+        self.count[node] += 1
+        with contextlib.suppress(ValueError):  # bound by another scheduler: skip it
+            for name, value in pod_requests(pod).items():
+                self.used[node][name] = self.used[node].get(name, 0.0) + value
+
+
 class Scheduler:
     def __init__(self, ops: Operations, groups: tuple[NodeGroup, ...] = ()) -> None:
         self.ops = ops
@@ -189,25 +203,24 @@ class Scheduler:
         self.unschedulable: dict[PodKey, float] = {}
         self.scale_ups: dict[str, float] = {}
 
-    def _usage(self) -> tuple[dict[str, dict[str, float]], collections.Counter[str]]:
-        used: dict[str, dict[str, float]] = collections.defaultdict(dict)
-        count: collections.Counter[str] = collections.Counter()
+    def usage(self) -> Usage:
+        """What the pods bound now hold, node by node: one walk over every pod, so a pass
+        over many pending pods walks them once, not once per pending pod."""
+        usage = Usage()
         for pod in self.ops.store.iter(PODS.key):
             if _holds_resources(pod):
-                node = pod["spec"]["nodeName"]
-                count[node] += 1
-                with contextlib.suppress(ValueError):  # bound by another scheduler: skip it
-                    for name, value in pod_requests(pod).items():
-                        used[node][name] = used[node].get(name, 0.0) + value
-        return used, count
+                usage.add(pod, pod["spec"]["nodeName"])
+        return usage
 
-    def schedule(self, key: PodKey) -> bool:
-        """Try once; True if bound."""
+    def schedule(self, key: PodKey, usage: Usage | None = None) -> bool:
+        """Try once; True if bound. `usage` is the pass's, kept up to date as pods bind."""
         pod = self.ops.store.get(PODS.key, *key)
         if pod is None or not _pending(pod):
             self.unschedulable.pop(key, None)
             return False
-        used, count = self._usage()
+        if usage is None:
+            usage = self.usage()
+        used, count = usage.used, usage.count
         nodes = list(self.ops.store.iter(NODES.key))
         try:
             pod_requests(pod)
@@ -222,6 +235,7 @@ class Scheduler:
             why = filter_node(pod, node, used.get(name, {}), count[name])
             if not why:
                 self._bind(pod, name)
+                usage.add(pod, name)
                 self.unschedulable.pop(key, None)
                 return True
             reasons[name] = why
@@ -331,8 +345,9 @@ async def run_scheduler(
     task_status.started(sched)
     wake: float | None = None
     while True:
+        usage = sched.usage() if dirty else None
         for key in sorted(dirty):
-            sched.schedule(key)
+            sched.schedule(key, usage)
         wake = sched.autoscale(trio.current_time())
         with trio.move_on_at(wake if wake is not None else float("inf")):
             await ops.store.wait_after(cursor)
