@@ -74,6 +74,15 @@ class HttpSettings:
         default=1000,
         metadata=_doc("most runs one POST /algorithm/batch/{alg} request may carry (else 413)"),
     )
+    keep_alive_timeout: float = attrs.field(
+        default=75.0,
+        metadata=_doc(
+            "how long an idle keep-alive connection stays open; longer than clients keep "
+            "theirs (httpx 5 s, aiohttp 15 s), so a client never sends a request on a "
+            "connection the server is closing that moment",
+            "duration",
+        ),
+    )
 
 
 @attrs.frozen

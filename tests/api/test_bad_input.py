@@ -11,11 +11,10 @@ test's trio loop (`trio.from_thread.run`), so the whole property shares one serv
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
 from typing import TYPE_CHECKING, Any
 
+import apsw
 import attrs
 import hypothesis.strategies as st
 import pytest
@@ -56,10 +55,18 @@ async def nexus(start_nexus: StartNexus, tmp_path: Path) -> Running:
 
 
 def stored_runs(tmp_path: Path) -> int:
-    """Checkpoints in the SQLite file of the `start_nexus` fixture, read by a second client."""
+    """Checkpoints in the SQLite file of the `start_nexus` fixture, read by a second client.
+
+    Through apsw, the store's own copy of SQLite: the stdlib's sqlite3 is a second copy in the
+    same process, and closing its file releases the POSIX locks the store's copy holds on the
+    same file (SQLite's "multiple copies of SQLite" hazard: the WAL index was re-initialised
+    under the store, which died of SIGBUS)."""
     path = tmp_path / "data" / "checkpoints.sqlite3"
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+    connection = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
         count: int = connection.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
+    finally:
+        connection.close()
     return count
 
 

@@ -72,11 +72,14 @@ async def serve_http(
     stopped: trio.Event | None = None,
     grace: float = 10.0,
     max_body_memory: int = 512 * 1024 * 1024,
+    keep_alive_timeout: float = 75.0,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve on an already bound, listening socket; `started(url)` once hypercorn accepts
     connections. Request bodies are bounded per request (the app's `MAX_CONTENT_LENGTH`) and
-    together (`max_body_memory`), see `nexusd.api.asgi`.
+    together (`max_body_memory`), see `nexusd.api.asgi`. Idle keep-alive connections are
+    closed after `keep_alive_timeout` (hypercorn's 5 s default equals httpx's own expiry, so
+    a client reusing a connection at that moment got "Server disconnected").
 
     Setting `shutdown` stops it gracefully: the listening socket is closed (new connections
     are refused, not left waiting in the backlog), idle keep-alive connections are closed, and
@@ -89,6 +92,7 @@ async def serve_http(
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = grace
+    config.keep_alive_timeout = keep_alive_timeout
 
     async def trigger() -> None:
         assert shutdown is not None

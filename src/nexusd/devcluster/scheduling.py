@@ -28,6 +28,7 @@ from .storage import TooOld
 if TYPE_CHECKING:
     from .objects import Obj
     from .operations import Operations
+    from .storage import Change
 
 logger = logging.getLogger(__name__)
 
@@ -188,11 +189,25 @@ class Usage:
         self.used: dict[str, dict[str, float]] = collections.defaultdict(dict)
         self.count: collections.Counter[str] = collections.Counter()
 
-    def add(self, pod: Obj, node: str) -> None:
-        self.count[node] += 1
+    def add(self, pod: Obj, node: str, sign: int = 1) -> None:
+        self.count[node] += sign
         with contextlib.suppress(ValueError):  # bound by another scheduler: skip it
             for name, value in pod_requests(pod).items():
-                self.used[node][name] = self.used[node].get(name, 0.0) + value
+                self.used[node][name] = self.used[node].get(name, 0.0) + sign * value
+
+    def follow(self, change: Change) -> None:
+        """Account for one pod write: what its old state held is released, its new one's
+        taken (a bind, a pod finishing, a delete)."""
+        if change.old is not None and _holds_resources(change.old):
+            self.add(change.old, change.old["spec"]["nodeName"], -1)
+        if change.type != "DELETED" and _holds_resources(change.obj):
+            self.add(change.obj, change.obj["spec"]["nodeName"])
+
+    def copy(self) -> Usage:
+        twin = Usage()
+        twin.used.update({node: dict(used) for node, used in self.used.items()})
+        twin.count.update(self.count)
+        return twin
 
 
 class Scheduler:
@@ -204,8 +219,8 @@ class Scheduler:
         self.scale_ups: dict[str, float] = {}
 
     def usage(self) -> Usage:
-        """What the pods bound now hold, node by node: one walk over every pod, so a pass
-        over many pending pods walks them once, not once per pending pod."""
+        """What the pods bound now hold, node by node: one walk over every pod (at start, and
+        when the change log has moved on too far); `run_scheduler` then follows changes."""
         usage = Usage()
         for pod in self.ops.store.iter(PODS.key):
             if _holds_resources(pod):
@@ -328,6 +343,14 @@ class Scheduler:
         return wake
 
 
+def _pending_keys(ops: Operations) -> set[PodKey]:
+    return {
+        (p["metadata"]["namespace"], p["metadata"]["name"])
+        for p in ops.store.iter(PODS.key)
+        if _pending(p)
+    }
+
+
 async def run_scheduler(
     *,
     ops: Operations,
@@ -336,33 +359,36 @@ async def run_scheduler(
 ) -> NoReturn:
     """Schedule new pods; retry unschedulable ones on Node changes and freed capacity."""
     sched = Scheduler(ops, groups)
-    dirty = {
-        (p["metadata"]["namespace"], p["metadata"]["name"])
-        for p in ops.store.iter(PODS.key)
-        if _pending(p)
-    }
+    dirty = _pending_keys(ops)
     cursor = ops.store.resource_version
+    # What bound pods hold, kept up to date from the change log (the binds of a pass come
+    # back through it too), so a pass costs its pending pods, not every pod there is.
+    usage = sched.usage()
     task_status.started(sched)
     wake: float | None = None
     while True:
-        usage = sched.usage() if dirty else None
-        for key in sorted(dirty):
-            sched.schedule(key, usage)
+        if dirty:
+            this_pass = usage.copy()  # binds count at once for the rest of the pass
+            for key in sorted(dirty):
+                sched.schedule(key, this_pass)
         wake = sched.autoscale(trio.current_time())
         with trio.move_on_at(wake if wake is not None else float("inf")):
             await ops.store.wait_after(cursor)
+        dirty = set()
         try:
             changes = ops.store.changes_since(cursor)
-        except TooOld:
+        except TooOld:  # the log moved on too far: start over from the objects
             changes = []
+            usage = sched.usage()
+            dirty = _pending_keys(ops)
         cursor = ops.store.resource_version
-        dirty = set()
         retry_all = False
         for change in changes:
             meta: Any = change.obj["metadata"]
             if change.resource == NODES.key:
                 retry_all = True
             elif change.resource == PODS.key:
+                usage.follow(change)
                 key = (meta["namespace"], meta["name"])
                 if change.type == "ADDED" and _pending(change.obj):
                     dirty.add(key)

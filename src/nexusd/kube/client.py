@@ -144,6 +144,12 @@ class ClientStatistics:
         )
 
 
+#: Every connection the pool may open may also stay open idle (httpx keeps only 20 by default):
+#: with more calls in flight than idle slots (submission workers, watches, the maintainer's
+#: deletes), each call beyond them would open a TCP (and TLS) connection and close it after.
+POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+
+
 class KubeClient:
     """An async client for one API server. Close it with `aclose()`.
 
@@ -170,6 +176,7 @@ class KubeClient:
             transport=transport,
             timeout=timeout,
             headers={"User-Agent": user_agent, "Accept": "application/json"},
+            limits=POOL_LIMITS,
         )
 
     @property

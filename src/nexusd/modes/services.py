@@ -124,6 +124,7 @@ async def start_services(
             stopped=stopped,
             grace=settings.shutdown.grace,
             max_body_memory=settings.http.max_body_memory,
+            keep_alive_timeout=settings.http.keep_alive_timeout,
         )
     )
     return Running(
