@@ -1,6 +1,8 @@
 """The algorithm run's Job manifest, built exactly as upstream's `CheckpointedRequest.ToV1Job`
-(contract §6.4, core v1.4.4 plus the parent env vars of core HEAD), with two nexusd additions:
-`NEXUS__RESULT_UPLOAD_URL` and the newer `computeResources.limits/requests` shape (§0.1).
+(contract §6.4, core v1.4.4 plus the parent env vars of core HEAD), with nexusd additions:
+`NEXUS__RESULT_UPLOAD_URL`, the newer `computeResources.limits/requests` shape (§0.1), and the
+`secretFileMounts`/`configurationFileMounts`/`storageMounts` volumes of core HEAD (§5.1, built
+by `nexusd.kube.mounts`; after the Datadog socket's, which stays first).
 
 Pure functions on plain dicts: input is the applied configuration (the template spec merged
 with the run's overrides, see `nexusd.kube.overrides`) and the workgroup spec; output is the
@@ -13,6 +15,7 @@ import math
 from typing import TYPE_CHECKING, Any, Final
 
 from nexusd.core.quantities import quantity_amount
+from nexusd.kube.mounts import DATADOG_HOST_PATH, DATADOG_MOUNT_PATH, DATADOG_VOLUME, file_volumes
 from nexusd.kube.overrides import (
     ENV_ALGORITHM_NAME,
     ENV_PARENT_ALGORITHM_NAME,
@@ -34,9 +37,6 @@ COMPONENT_ALGORITHM_RUN: Final = "algorithm-run"
 TTL_SECONDS_AFTER_FINISHED: Final = 300
 #: Burstable QoS: the CPU request is this share of the CPU limit (upstream `core@ee58d29`).
 CPU_REQUEST_FRACTION: Final = 0.1
-DATADOG_VOLUME: Final = "dsdsocket"
-DATADOG_HOST_PATH: Final = "/var/run/datadog/"
-DATADOG_MOUNT_PATH: Final = "/var/run/datadog"
 
 
 def build_job(
@@ -130,10 +130,17 @@ def _pod_spec(
     env_from = runtime.get("mappedEnvironmentVariables")
     if env_from:
         container["envFrom"] = [dict(item) for item in env_from]
-    pod: dict[str, Any] = {}
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
     if (spec.get("datadogIntegrationSettings") or {}).get("mountDatadogSocket"):
-        pod["volumes"] = [{"name": DATADOG_VOLUME, "hostPath": {"path": DATADOG_HOST_PATH}}]
-        container["volumeMounts"] = [{"name": DATADOG_VOLUME, "mountPath": DATADOG_MOUNT_PATH}]
+        volumes.append({"name": DATADOG_VOLUME, "hostPath": {"path": DATADOG_HOST_PATH}})
+        mounts.append({"name": DATADOG_VOLUME, "mountPath": DATADOG_MOUNT_PATH})
+    file_sources, file_mounts = file_volumes(runtime)  # secrets, configurations, storage
+    volumes.extend(file_sources)
+    mounts.extend(file_mounts)
+    if mounts:
+        container["volumeMounts"] = mounts
+    pod: dict[str, Any] = {"volumes": volumes} if volumes else {}
     pod["containers"] = [container]
     if workgroup.get("affinity"):
         pod["affinity"] = workgroup["affinity"]
