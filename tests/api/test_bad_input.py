@@ -11,6 +11,7 @@ test's trio loop (`trio.from_thread.run`), so the whole property shares one serv
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,10 @@ import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 
+from nexusd.core.errors import KubeNotFound
 from nexusd.devcluster import ANNOTATION_DURATION
+from nexusd.kube.client import JOBS, KubeClient
+from nexusd.kube.credentials import load_credentials
 from tests.conftest import StartNexus, template, wait_for_stage, write_manifests
 
 if TYPE_CHECKING:
@@ -1011,6 +1015,24 @@ class Tally:
     refused: dict[int, int] = attrs.Factory(dict)
 
 
+async def settled(
+    http: httpx.AsyncClient, kube: KubeClient, url: str, request_id: str
+) -> dict[str, Any]:
+    """The run's result once it is terminal or its Job has a succeeded pod (the `quick`
+    template's pods exit 0 at once), whichever comes first."""
+    with trio.fail_after(60):
+        while True:
+            response = await http.get(f"{url}/algorithm/v1/results/quick/requests/{request_id}")
+            result: dict[str, Any] = response.json()
+            if result["status"] not in ("BUFFERED", "RUNNING"):
+                return result
+            with contextlib.suppress(KubeNotFound):
+                job = await kube.get(JOBS, namespace="nexus", name=request_id)
+                if job.get("status", {}).get("succeeded"):
+                    return result
+            await trio.sleep(0.05)
+
+
 async def _one_example(
     http: httpx.AsyncClient, url: str, body: bytes, query: list[tuple[str, str]], tally: Tally
 ) -> None:
@@ -1062,13 +1084,18 @@ async def test_any_body_gets_a_run_that_starts_or_a_4xx(
         trio.from_thread.run(_one_example, http, nexus.url, body, query, tally, trio_token=token)
 
     await trio.to_thread.run_sync(property_holds)
-    # Failures the kubelet reports come after RUNNING: give them time, then look at every run.
-    await trio.sleep(2)
+    # A failure the cluster reports (a pod it cannot create) comes after RUNNING: wait until
+    # every accepted run is terminal (dry runs, failures) or its Job's pod has succeeded.
+    assert nexus.cluster is not None
+    kube = KubeClient(credentials=load_credentials(nexus.cluster.kubeconfig_path))
     failed = {}
-    for request_id, body in tally.accepted.items():
-        result = await http.get(f"{nexus.url}/algorithm/v1/results/quick/requests/{request_id}")
-        if result.json()["status"] == "SCHEDULING_FAILED":
-            failed[request_id] = (body[:300], result.json()["runErrorMessage"])
+    try:
+        for request_id, body in tally.accepted.items():
+            result = await settled(http, kube, nexus.url, request_id)
+            if result["status"] == "SCHEDULING_FAILED":
+                failed[request_id] = (body[:300], result["runErrorMessage"])
+    finally:
+        await kube.aclose()
     assert not failed, failed
     assert tally.accepted, "no example was accepted: the strategy is too wild to test intake"
     assert tally.refused.get(400), "no example was refused"

@@ -374,9 +374,14 @@ async def test_dev_survives_kill_9_under_load(tmp_path: Path) -> None:
     by_name = collections.Counter(job["metadata"]["name"] for job in jobs["items"])
     assert sorted(by_name) == sorted(ids)
     assert set(by_name.values()) == {1}
+    # A run whose Job the crashed process created but had not recorded yet can complete (its
+    # pod re-created and run) before the restarted submitter gets to it: the submitter's create
+    # then answers 409 and the run, already COMPLETED, keeps no job_uid. Only those may lack it.
+    unrecorded = [name for name, uid in job_uids.items() if not uid]
+    assert len(unrecorded) <= creates.get(409, 0), (unrecorded, creates)
     for job in jobs["items"]:
         name = job["metadata"]["name"]
-        assert job["metadata"]["uid"] == job_uids[name], name
+        assert job_uids[name] in (job["metadata"]["uid"], ""), name
         assert job["status"].get("succeeded") == 1, job["status"]
         assert "failed" not in job["status"], job["status"]
     assert still_alive(first_run) == []
