@@ -7,20 +7,47 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
-from nexusd.cli import main
+import pytest
+
+from nexusd.cli import build_parser, main, settings_from_args
+from nexusd.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    import pytest
 
 
 def test_help_lists_only_working_modes(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for mode in ("scheduler", "receiver", "maintainer", "supervisor", "dev", "store"):
+    for mode in ("scheduler", "receiver", "maintainer", "supervisor", "controller", "dev", "store"):
         assert mode in out
-    assert "controller" not in out  # the configuration controller does not exist yet
+
+
+def test_controller_takes_upstream_variables_below_its_own() -> None:
+    """Upstream's configuration controller is configured by flat NEXUS__<KEY> variables."""
+    args = build_parser().parse_args(["controller"])
+    upstream = {
+        "NEXUS__ALIAS": "eu-controller",
+        "NEXUS__SHARD_CONFIG_PATH": "/app/config/shards",
+        "NEXUS__CONTROLLER_NAMESPACE": "science",
+        "NEXUS__FAILURE_RATE_BASE_DELAY": "50ms",
+        "NEXUS__FAILURE_RATE_MAX_DELAY": "10s",
+        "NEXUS__LOG_LEVEL": "DEBUG",
+    }
+    settings = settings_from_args(args, upstream)
+    assert settings.controller.alias == "eu-controller"
+    assert str(settings.kube.shards_dir) == "/app/config/shards"
+    assert settings.kube.runtime_namespace == "science"
+    assert (settings.controller.backoff_base, settings.controller.backoff_max) == (0.05, 10.0)
+    assert settings.logging.level == "DEBUG"
+    ours = {**upstream, "NEXUS__CONTROLLER__ALIAS": "ours"}
+    assert settings_from_args(args, ours).controller.alias == "ours"
+
+
+def test_upstream_controller_variables_mean_nothing_to_other_modes() -> None:
+    args = build_parser().parse_args(["scheduler"])
+    with pytest.raises(ConfigError, match="NEXUS__ALIAS"):
+        settings_from_args(args, {"NEXUS__ALIAS": "eu-controller"})
 
 
 def test_unknown_mode_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

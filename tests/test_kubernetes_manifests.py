@@ -21,6 +21,9 @@ import yaml
 
 from nexusd import settings as nexus_settings
 from nexusd.devcluster import ANNOTATION_DURATION, DevClusterConfig, run_dev_cluster
+from nexusd.kube import leases
+from nexusd.kube.client import KubeClient
+from nexusd.kube.credentials import load_credentials
 from nexusd.modes import scheduler
 from tests.conftest import template, wait_for_stage
 
@@ -68,6 +71,57 @@ MAINTAINER_CALLS: frozenset[Call] = frozenset(
         ("delete", "batch", "jobs"),
     }
 )
+
+
+#: Every Kubernetes call `nexusd controller` makes in the controller cluster, and where.
+CONTROLLER_CALLS: frozenset[Call] = frozenset(
+    {
+        # nexusd/syncing informers (kube/watching.py: list, then watch) and re-reads (get);
+        # the finalizer that carries deletes to the shards (update/patch)
+        *(
+            (verb, SCIENCE, resource)
+            for verb in ("get", "list", "watch", "update", "patch")
+            for resource in ("nexusalgorithmtemplates", "nexusalgorithmworkgroups")
+        ),
+        # the Ready condition and per-shard status
+        *(
+            (verb, SCIENCE, f"{resource}/status")
+            for verb in ("get", "update", "patch")
+            for resource in ("nexusalgorithmtemplates", "nexusalgorithmworkgroups")
+        ),
+        # ownerReference/finalizer writes where OwnerReferencesPermissionEnforcement is on
+        ("update", SCIENCE, "nexusalgorithmtemplates/finalizers"),
+        ("update", SCIENCE, "nexusalgorithmworkgroups/finalizers"),
+        # referenced Secrets/ConfigMaps: read, and the adoption annotation
+        *(
+            (verb, "", resource)
+            for verb in ("get", "list", "watch", "update", "patch")
+            for resource in ("secrets", "configmaps")
+        ),
+        # Synced / ErrResource* events
+        ("create", "", "events"),
+        ("patch", "", "events"),
+        # kube/leases.py LeaderElector: create once, then get + update (renew, release)
+        ("create", "coordination.k8s.io", "leases"),
+        ("get", "coordination.k8s.io", "leases"),
+        ("update", "coordination.k8s.io", "leases"),
+    }
+)
+#: What the controller's kubeconfig identity does in each shard (shard/24-rbac-shard.yaml).
+SHARD_CALLS: frozenset[Call] = frozenset(
+    (verb, group, resource)
+    for verb in ("get", "list", "watch", "create", "update", "patch", "delete")
+    for group, resource in (
+        (SCIENCE, "nexusalgorithmtemplates"),
+        (SCIENCE, "nexusalgorithmworkgroups"),
+        ("", "secrets"),
+        ("", "configmaps"),
+    )
+)
+#: The one Lease the controller's replicas elect their leader with.
+CONTROLLER_LEASE = "nexusd-controller"
+#: Where 60-controller.yaml mounts the shards' kubeconfig Secret (kube.shards_dir).
+SHARDS_DIR = "/etc/nexusd/shards"
 
 
 def load(path: Path) -> list[dict[str, Any]]:
@@ -272,13 +326,24 @@ def test_roles_grant_exactly_the_calls_nexusd_makes() -> None:
         for rule in doc.get("rules") or []:
             for field in ("verbs", "apiGroups", "resources"):
                 assert "*" not in rule.get(field, []), f"{doc['metadata']['name']}: {rule}"
-            assert not rule.get("resourceNames")
+            if rule.get("resourceNames"):  # only the controller's own Lease
+                assert doc["metadata"]["name"] == "nexusd-controller", rule
+                assert (rule["apiGroups"], rule["resources"]) == (
+                    ["coordination.k8s.io"],
+                    ["leases"],
+                )
             assert not rule.get("nonResourceURLs")
 
 
-def test_each_mode_runs_as_its_own_account_and_only_two_are_bound() -> None:
+def test_each_mode_runs_as_its_own_account_and_only_those_are_bound() -> None:
     bindings = {doc["metadata"]["name"]: doc for doc in documents() if doc["kind"] == "RoleBinding"}
-    assert set(bindings) == {"nexusd-scheduler", "nexusd-maintainer"}
+    # nexusd-controller-shard is applied in the shards (shard/), not next to the others.
+    assert set(bindings) == {
+        "nexusd-scheduler",
+        "nexusd-maintainer",
+        "nexusd-controller",
+        "nexusd-controller-shard",
+    }
     for name, binding in bindings.items():
         assert binding["roleRef"] == {
             "apiGroup": "rbac.authorization.k8s.io",
@@ -437,6 +502,9 @@ def test_every_environment_variable_is_a_nexusd_setting_that_parses() -> None:
         unknown = set(env) - KNOWN
         assert not unknown, f"{owner}: not nexusd settings: {sorted(unknown)}"
         loaded = nexus_settings.load_settings(environ=env)  # bad values raise ConfigError
+        if owner == "Deployment/nexusd-controller":  # no store, no payloads: objects only
+            assert loaded.kube.runtime_namespace == NS
+            continue
         assert loaded.store.kind == "postgres"
         assert loaded.payloads.kind == "s3"
         assert loaded.postgres.dsn.startswith("postgresql://")
@@ -449,3 +517,125 @@ def test_the_readme_names_the_apply_commands() -> None:
     readme = (MANIFESTS / "README.md").read_text()
     assert "kubectl apply -f crds/" in readme
     assert "kubectl apply -f config/kubernetes/" in readme
+
+
+# --- the configuration controller ----------------------------------------------------------
+
+
+def test_the_controller_role_grants_exactly_what_it_calls_and_nothing_cluster_wide() -> None:
+    role = find("Role", "nexusd-controller")
+    assert role["metadata"]["namespace"] == NS
+    assert role_calls(role) == CONTROLLER_CALLS
+    lease_rules = [r for r in role["rules"] if r["apiGroups"] == ["coordination.k8s.io"]]
+    # create cannot be limited by name; everything else is limited to the one Lease.
+    assert sorted((r["verbs"], r.get("resourceNames")) for r in lease_rules) == [
+        (["create"], None),
+        (["get", "update"], [CONTROLLER_LEASE]),
+    ]
+    assert nexus_settings.ElectionSettings().lease_name == CONTROLLER_LEASE
+    assert leases.ElectionSettings().name == CONTROLLER_LEASE
+    binding = find("RoleBinding", "nexusd-controller")
+    assert binding["metadata"]["namespace"] == NS
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "nexusd-controller", "namespace": NS}
+    ]
+    for doc in documents():
+        if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            subjects = doc.get("subjects") or []
+            assert all("controller" not in s["name"] for s in subjects), doc["metadata"]
+            assert "controller" not in doc["metadata"]["name"]
+        labels = doc["metadata"].get("labels") or {}
+        assert not any(k.startswith("rbac.authorization.k8s.io/aggregate") for k in labels)
+
+
+def test_the_shard_role_is_namespaced_and_grants_only_the_mirrored_kinds() -> None:
+    (role,) = [d for d in load(MANIFESTS / "shard" / "24-rbac-shard.yaml") if d["kind"] == "Role"]
+    assert role["metadata"] == {
+        "name": "nexusd-controller-shard",
+        "namespace": NS,
+        "labels": {
+            "app.kubernetes.io/name": "nexusd",
+            "app.kubernetes.io/component": "controller-shard",
+        },
+    }
+    assert role_calls(role) == SHARD_CALLS
+    binding = find("RoleBinding", "nexusd-controller-shard")
+    assert binding["roleRef"]["kind"] == "Role"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "nexusd-controller-shard", "namespace": NS}
+    ]
+    assert (
+        find("ServiceAccount", "nexusd-controller-shard")["automountServiceAccountToken"] is False
+    )
+
+
+def test_the_controller_runs_two_replicas_one_elected() -> None:
+    deployment = find("Deployment", "nexusd-controller")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == "nexusd-controller"
+    (container,) = pod["containers"]
+    assert (container["command"], container["args"]) == (["nexusd"], ["controller"])
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NEXUS__ELECTION__IDENTITY"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.name"}
+    }
+    # Least privilege: no database, no S3, no URL key.
+    assert "envFrom" not in container
+    assert not any("secretKeyRef" in e.get("valueFrom", {}) for e in container["env"])
+    # The shards' kubeconfig Secret is mounted where kube.shards_dir points.
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert mounts["shards"] == {"name": "shards", "mountPath": SHARDS_DIR, "readOnly": True}
+    assert volumes["shards"]["secret"]["secretName"] == "ncc-shards-kube-config"
+    loaded = manifest_settings("nexusd-controller")
+    assert loaded.kube.shards_dir == Path(SHARDS_DIR)
+    assert loaded.election.identity == "nexusd-controller-0"  # the pod name
+    assert loaded.http.port == 8080
+    selector = spec["selector"]["matchLabels"]
+    assert selector.items() <= spec["template"]["metadata"]["labels"].items()
+    assert find("PodDisruptionBudget", "nexusd-controller")["spec"] == {
+        "minAvailable": 1,
+        "selector": {"matchLabels": selector},
+    }
+    readme = (MANIFESTS / "README.md").read_text()
+    for name in ("60-controller.yaml", "23-rbac-controller.yaml", "shard/24-rbac-shard.yaml"):
+        assert f"`{name}`" in readme, name
+
+
+async def test_a_running_election_calls_nothing_the_controller_role_does_not_grant(
+    cluster: DevCluster,
+) -> None:
+    credentials = await trio.to_thread.run_sync(load_credentials, cluster.kubeconfig_path)
+    client = KubeClient(credentials=credentials, timeout=5.0)
+    settings = leases.ElectionSettings(
+        name=CONTROLLER_LEASE, lease_duration=2.0, renew_deadline=1.0, retry_period=0.1
+    )
+    elector = leases.LeaderElector(client, settings)
+    before = dict(cluster.request_counts)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(elector.run, trio.sleep_forever)
+            with trio.fail_after(5):
+                while not elector.is_leader:
+                    await trio.sleep(0.01)
+                renewed = cluster.request_counts.get(("update", "leases", 200), 0)
+                while cluster.request_counts.get(("update", "leases", 200), 0) < renewed + 2:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()  # a clean stop: the Lease is released (an update)
+        lease = await client.get(leases.LEASES, namespace=NS, name=CONTROLLER_LEASE)
+        assert lease["spec"]["holderIdentity"] == ""
+    finally:
+        await client.aclose()
+    made = {
+        (verb, resource)
+        for (verb, resource, code), count in cluster.request_counts.items()
+        if count > before.get((verb, resource, code), 0)
+    }
+    granted = {(verb, resource) for verb, _group, resource in CONTROLLER_CALLS}
+    assert made <= granted, f"calls the Role does not grant: {made - granted}"
+    assert {("create", "leases"), ("get", "leases"), ("update", "leases")} <= made

@@ -29,6 +29,7 @@ def unit(name: str) -> configparser.ConfigParser:
         ("nexusd-receiver.service", "receiver"),
         ("nexusd-maintainer.service", "maintainer"),
         ("nexusd-maintainer-once.service", "maintainer"),
+        ("nexusd-controller.service", "controller"),
     ],
 )
 def test_exec_start_is_a_valid_nexusd_command(name: str, mode: str) -> None:
@@ -40,7 +41,13 @@ def test_exec_start_is_a_valid_nexusd_command(name: str, mode: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["nexusd-scheduler.service", "nexusd-receiver.service", "nexusd-maintainer.service"]
+    "name",
+    [
+        "nexusd-scheduler.service",
+        "nexusd-receiver.service",
+        "nexusd-maintainer.service",
+        "nexusd-controller.service",
+    ],
 )
 def test_stop_timeout_exceeds_the_shutdown_grace(name: str) -> None:
     timeout = float(unit(name)["Service"]["TimeoutStopSec"])
@@ -54,3 +61,16 @@ def test_the_timer_runs_the_one_pass_service() -> None:
     timer = unit("nexusd-maintainer-once.timer")
     assert timer["Install"]["WantedBy"] == "timers.target"
     assert timer["Timer"]["OnUnitInactiveSec"] == "5min"
+
+
+def test_every_long_running_unit_has_the_same_hardening() -> None:
+    reference = unit("nexusd-scheduler.service")["Service"]
+    keys = ("User", "Group", "NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp")
+    for name in ("nexusd-controller.service", "nexusd-maintainer.service"):
+        service = unit(name)["Service"]
+        assert {k: service[k] for k in keys} == {k: reference[k] for k in keys}, name
+        assert service["Restart"] == "on-failure"
+        assert service["ReadWritePaths"] == "/var/lib/nexusd"
+    controller = unit("nexusd-controller.service")
+    assert shlex.split(controller["Service"]["ExecStart"])[1] == "controller"
+    assert controller["Install"]["WantedBy"] == "multi-user.target"

@@ -3,6 +3,8 @@
     nexusd scheduler   public API v1, buffering, queue, throttled Job submission
     nexusd receiver    completion API for algorithm containers
     nexusd maintainer  reconciles runs with their Jobs, recovers lost runs, collects garbage
+    nexusd controller  configuration controller: templates, workgroups and what they reference,
+                       kept in every shard cluster
     nexusd dev         scheduler + receiver + maintainer + embedded Kubernetes in one process
     nexusd store       create or migrate the checkpoint store's schema
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import sys
 from pathlib import Path
@@ -56,7 +59,22 @@ _STORE_FLAGS = [
 _DEV_FLAGS = [
     ("--manifests", "dev.manifests", "directory of extra template/workgroup YAML to apply"),
     ("--kubelet", "dev.kubelet", "local (run pods as processes) or scripted"),
+    ("--shards", "dev.shards", "embedded shard clusters (1: the controller cluster is the shard)"),
 ]
+_CONTROLLER_FLAGS = [
+    ("--alias", "controller.alias", "configuration-owner label value of the shard copies"),
+]
+#: Upstream's configuration controller reads flat NEXUS__<KEY> variables; `nexusd controller`
+#: takes them too (its own NEXUS__SECTION__KEY names win when both are set).
+UPSTREAM_CONTROLLER_ENV = {
+    "NEXUS__ALIAS": "NEXUS__CONTROLLER__ALIAS",
+    "NEXUS__CONTROLLER_CONFIG_PATH": "NEXUS__KUBE__KUBECONFIG",
+    "NEXUS__SHARD_CONFIG_PATH": "NEXUS__KUBE__SHARDS_DIR",
+    "NEXUS__CONTROLLER_NAMESPACE": "NEXUS__KUBE__RUNTIME_NAMESPACE",
+    "NEXUS__LOG_LEVEL": "NEXUS__LOGGING__LEVEL",
+    "NEXUS__FAILURE_RATE_BASE_DELAY": "NEXUS__CONTROLLER__BACKOFF_BASE",
+    "NEXUS__FAILURE_RATE_MAX_DELAY": "NEXUS__CONTROLLER__BACKOFF_MAX",
+}
 
 
 def _add_flags(parser: argparse.ArgumentParser, flags: list[tuple[str, str, str]]) -> None:
@@ -96,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="one pass, then exit (0, or 1 if an action failed): for a CronJob or timer",
     )
     _add_flags(maintainer, _HTTP_FLAGS + _KUBE_FLAGS + _STORE_FLAGS[1:])
+    controller = modes.add_parser(
+        "controller",
+        parents=[common],
+        help="configuration controller: templates, workgroups, Secrets and ConfigMaps kept in "
+        "every shard",
+    )
+    _add_flags(controller, _HTTP_FLAGS[:2] + _KUBE_FLAGS + _CONTROLLER_FLAGS)
     dev = modes.add_parser(
         "dev",
         parents=[common],
@@ -127,6 +152,12 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None 
         for name, value in vars(args).items()
         if name.startswith("set:") and value is not None
     }
+    if args.mode == "controller":
+        environ = dict(os.environ if environ is None else environ)
+        for upstream, ours in UPSTREAM_CONTROLLER_ENV.items():
+            if upstream in environ:
+                # Upstream's delays are Go durations ("30ms"), which nexusd reads too.
+                environ.setdefault(ours, environ.pop(upstream))
     return load_settings(
         toml_path=args.config,
         environ=environ,

@@ -382,6 +382,75 @@ class DevSettings:
     manifests: Path | None = attrs.field(
         default=None, metadata=_doc("extra template/workgroup YAML files applied at start", "path")
     )
+    shards: int = attrs.field(
+        default=1,
+        metadata=_doc(
+            "embedded clusters: 1 = one cluster that is the controller and the only shard; "
+            "N > 1 = a controller cluster and shards shard-1..shard-N, kept in step by the "
+            "configuration controller"
+        ),
+    )
+
+
+@attrs.frozen
+class ControllerSettings:
+    """`nexusd controller`: templates, workgroups and what they reference, kept in every
+    shard of `kube.shards_dir` (the runtime namespace, `kube.runtime_namespace`, is the one
+    watched and mirrored, as upstream's `controller-namespace`)."""
+
+    alias: str = attrs.field(
+        default="controller-cluster",
+        metadata=_doc(
+            "this controller cluster's name: the configuration-owner label on every shard copy"
+        ),
+    )
+    shards_rescan: float = attrs.field(
+        default=10.0,
+        metadata=_doc(
+            "how often the shards directory is read again (shards added, removed, changed)",
+            "duration",
+        ),
+    )
+    backoff_base: float = attrs.field(
+        default=0.03,
+        metadata=_doc("first retry delay of an object that failed to sync", "duration"),
+    )
+    backoff_max: float = attrs.field(
+        default=5.0,
+        metadata=_doc("longest retry delay of an object that keeps failing", "duration"),
+    )
+    sweep_interval: float = attrs.field(
+        default=60.0,
+        metadata=_doc(
+            "how often shard objects labelled with this alias that nothing owns are removed",
+            "duration",
+        ),
+    )
+
+
+@attrs.frozen
+class ElectionSettings:
+    """Lease-based leader election: several `nexusd controller` replicas, one active."""
+
+    lease_name: str = attrs.field(
+        default="nexusd-controller",
+        metadata=_doc("Lease (coordination.k8s.io/v1) in kube.runtime_namespace"),
+    )
+    identity: str = attrs.field(
+        default="",
+        metadata=_doc("this replica's name in the Lease; empty = host name + a random suffix"),
+    )
+    lease_duration: float = attrs.field(
+        default=15.0,
+        metadata=_doc("how long a lease not renewed keeps others waiting", "duration"),
+    )
+    renew_deadline: float = attrs.field(
+        default=10.0,
+        metadata=_doc("the leader stops leading when it could not renew for this long", "duration"),
+    )
+    retry_period: float = attrs.field(
+        default=2.0, metadata=_doc("how often candidates try and the leader renews", "duration")
+    )
 
 
 @attrs.frozen
@@ -399,6 +468,8 @@ class Settings:
     shutdown: ShutdownSettings = ShutdownSettings()
     logging: LoggingSettings = LoggingSettings()
     dev: DevSettings = DevSettings()
+    controller: ControllerSettings = ControllerSettings()
+    election: ElectionSettings = ElectionSettings()
 
     # Derived values, so no caller re-implements the "empty = ..." rules.
     @property

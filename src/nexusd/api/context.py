@@ -27,8 +27,9 @@ class Readiness:
 
 @attrs.define
 class AppContext:
-    store: CheckpointStore
     readiness: Readiness
+    #: None in a mode without one (the controller), which serves only /healthz and /readyz
+    store: CheckpointStore | None = None
     intake: Intake | None = None
     canceller: Canceller | None = None
     completer: Completer | None = None
@@ -37,11 +38,21 @@ class AppContext:
     #: most runs one batch request may carry
     max_batch_runs: int = 1000
     result_valid_for: dt.timedelta = dt.timedelta(hours=24)
-    #: name -> callable returning an attrs statistics snapshot, shown by /readyz
+    #: name -> callable returning an attrs statistics snapshot (or a plain dict), in /readyz
     statistics: dict[str, Callable[[], Any]] = attrs.field(factory=dict)
+    #: reasons the process should get no traffic yet besides shutting down (empty = ready)
+    not_ready: Callable[[], list[str]] = attrs.field(default=list)
 
 
 def current_context() -> AppContext:
     """The AppContext of the app handling the current request."""
     context: AppContext = current_app.config["NEXUSD"]
     return context
+
+
+def current_store() -> CheckpointStore:
+    """The checkpoint store, for the routes of the modes that have one (only they register
+    the routes that read it)."""
+    store = current_context().store
+    assert store is not None, "a route that reads runs is served by a mode without a store"
+    return store

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from quart import Blueprint, Response, request
 
-from nexusd.api.context import current_context
+from nexusd.api.context import current_context, current_store
 from nexusd.api.responses import body, text
 from nexusd.stores.filesystem import PAYLOAD_GET, RESULT_GET, RESULT_PUT, FilesystemPayloadStore
 from nexusd.stores.signing import SignatureError
@@ -46,7 +46,7 @@ async def _serve(scope: str, read: Reader, what: str, algorithm: str, request_id
 
 async def _read_payload(*, algorithm: str, request_id: str) -> bytes | None:
     """Small payloads live with their checkpoint (intake stores them inline), others as files."""
-    inline = await current_context().store.get_payload(algorithm=algorithm, request_id=request_id)
+    inline = await current_store().get_payload(algorithm=algorithm, request_id=request_id)
     if inline is not None:
         return inline
     return await _files().get_payload(algorithm=algorithm, request_id=request_id)

@@ -23,15 +23,17 @@ async def healthz() -> Response:
 async def readyz() -> Response:
     context = current_context()
     details: dict[str, Any] = {
-        name: _jsonable(attrs.asdict(snapshot())) for name, snapshot in context.statistics.items()
+        name: _jsonable(_plain(snapshot())) for name, snapshot in context.statistics.items()
     }
-    ready = context.readiness.accepting
-    document = {
-        "ready": ready,
-        "reasons": [] if ready else ["shutting down"],
-        "details": details,
-    }
+    reasons = [] if context.readiness.accepting else ["shutting down"]
+    reasons += context.not_ready()
+    ready = not reasons
+    document = {"ready": ready, "reasons": reasons, "details": details}
     return json_response(200 if ready else 503, document)
+
+
+def _plain(snapshot: Any) -> Any:
+    return attrs.asdict(snapshot) if attrs.has(type(snapshot)) else snapshot
 
 
 def _jsonable(value: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from quart import Blueprint, Response
 
-from nexusd.api.context import current_context
+from nexusd.api.context import current_store
 from nexusd.api.responses import json_response, text
 from nexusd.pipeline.results import metadata, request_result, tagged_result
 
@@ -18,7 +18,7 @@ blueprint = Blueprint("results", __name__, url_prefix="/algorithm/v1")
 
 @blueprint.get("/results/<algorithm>/requests/<request_id>")
 async def run_result(algorithm: str, request_id: str) -> Response:
-    checkpoint = await current_context().store.get(algorithm=algorithm, request_id=request_id)
+    checkpoint = await current_store().get(algorithm=algorithm, request_id=request_id)
     if checkpoint is None:
         return text(400, f"Failed to read results for {request_id}")
     return json_response(200, request_result(checkpoint))
@@ -26,13 +26,13 @@ async def run_result(algorithm: str, request_id: str) -> Response:
 
 @blueprint.get("/results/tags/<path:tag>")  # a tag may hold "/"
 async def tagged_results(tag: str) -> Response:
-    runs = await current_context().store.by_tag(tag=tag)
+    runs = await current_store().by_tag(tag=tag)
     return json_response(200, [tagged_result(checkpoint) for checkpoint in runs])
 
 
 @blueprint.get("/metadata/<algorithm>/requests/<request_id>")
 async def run_metadata(algorithm: str, request_id: str) -> Response:
-    checkpoint = await current_context().store.get(algorithm=algorithm, request_id=request_id)
+    checkpoint = await current_store().get(algorithm=algorithm, request_id=request_id)
     if checkpoint is None:
         return text(400, f"Failed to read metadata for {request_id}")
     return json_response(200, metadata(checkpoint))

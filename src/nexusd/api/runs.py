@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, request
 
-from nexusd.api.context import current_context
+from nexusd.api.context import current_context, current_store
 from nexusd.api.responses import body, json_response, text
 from nexusd.core.errors import NotFound
 from nexusd.pipeline.bodies import json_object, string_field
@@ -120,7 +120,7 @@ async def update_tag(algorithm: str, request_id: str) -> Response:
         new_tag = string_field(document, "newTag", invalid)
     except ValueError as exc:
         return text(400, str(exc))
-    updated = await current_context().store.update_tag(
+    updated = await current_store().update_tag(
         algorithm=algorithm, request_id=request_id, tag=new_tag
     )
     if updated is None:
@@ -130,7 +130,7 @@ async def update_tag(algorithm: str, request_id: str) -> Response:
 
 @blueprint.get("/buffer/<algorithm>/requests/<request_id>")
 async def buffered_run(algorithm: str, request_id: str) -> Response:
-    entry = await current_context().store.get_submission(algorithm=algorithm, request_id=request_id)
+    entry = await current_store().get_submission(algorithm=algorithm, request_id=request_id)
     if entry is None:
         return text(400, f"Failed to read buffered metadata for {request_id}")
     return text(200, json.dumps(entry.template, separators=(",", ":")))
@@ -138,7 +138,7 @@ async def buffered_run(algorithm: str, request_id: str) -> Response:
 
 @blueprint.get("/payload/<algorithm>/requests/<request_id>")
 async def payload(algorithm: str, request_id: str) -> Response:
-    checkpoint = await current_context().store.get(algorithm=algorithm, request_id=request_id)
+    checkpoint = await current_store().get(algorithm=algorithm, request_id=request_id)
     if checkpoint is None:
         return text(400, f"Failed to find a run for {request_id}")
     if not checkpoint.payload_uri:

@@ -164,6 +164,10 @@ HPAS = ResourceType(
     categories=("all",),
     has_status=True,
 )
+# Leader election (`nexusd controller` replicas, kube/leases.py): plain CRUD with resourceVersion
+# conflicts, list and watch. Like the real type: no status subresource, no generation, no short
+# names.
+LEASES = ResourceType("coordination.k8s.io", "v1", "leases", "lease", "Lease")
 _RBAC = "rbac.authorization.k8s.io"
 ROLES = ResourceType(_RBAC, "v1", "roles", "role", "Role")
 ROLEBINDINGS = ResourceType(_RBAC, "v1", "rolebindings", "rolebinding", "RoleBinding")
@@ -196,6 +200,7 @@ BUILTINS = (
     SERVICEACCOUNTS,
     JOBS,
     CRDS,
+    LEASES,
     *MANIFEST_TYPES,
 )
 

@@ -97,6 +97,8 @@ JOBS: Final = Resource("batch", "v1", "jobs", "Job")
 PODS: Final = Resource("", "v1", "pods", "Pod")
 EVENTS: Final = Resource("", "v1", "events", "Event")
 NODES: Final = Resource("", "v1", "nodes", "Node", namespaced=False)
+SECRETS: Final = Resource("", "v1", "secrets", "Secret")
+CONFIGMAPS: Final = Resource("", "v1", "configmaps", "ConfigMap")
 TEMPLATES: Final = Resource(
     SCIENCE_GROUP, "v1", "nexusalgorithmtemplates", "NexusAlgorithmTemplate"
 )

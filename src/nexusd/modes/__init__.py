@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from nexusd.modes import dev, maintainer, receiver, scheduler
+from nexusd.modes import controller, dev, maintainer, receiver, scheduler
 
 if TYPE_CHECKING:
     from nexusd.settings import Settings
@@ -28,6 +28,7 @@ MODES: dict[str, Mode] = {
     "scheduler": scheduler.run,
     "receiver": receiver.run,
     "maintainer": maintainer.run,
+    "controller": controller.run,
     "dev": dev.run,
 }
 
