@@ -17,7 +17,7 @@ import trio
 
 from nexusd.kube.client import TEMPLATES, KubeClient, Resource
 from nexusd.kube.credentials import load_credentials
-from tests.conftest import StartNexus, template, wait_for_stage
+from tests.conftest import StartNexus, template, wait_for_stage, write_manifests
 from tests.servers.clusters import start_cluster
 from tests.servers.nexusd import nexusd_process
 
@@ -126,8 +126,18 @@ async def test_dev_with_shards_runs_each_template_in_its_own_shard(
     start_nexus: StartNexus, http: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     """`nexusd dev --shards 3`: `hello-shard-N` applied once to the controller cluster reaches
-    every shard, and its run's Job is created in shard N only; the results come back."""
-    running = await start_nexus(**{"dev.shards": 3, "dev.kubelet": "local"})
+    every shard, and its run's Job is created in shard N only; the results come back. The
+    user's `--manifests` (a template and the Secret it references) reach every shard."""
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "db"},
+        "stringData": {"password": "s3cret"},
+    }
+    manifests = write_manifests(tmp_path / "manifests", secret, referencing("uses-db", "db"))
+    running = await start_nexus(
+        **{"dev.shards": 3, "dev.kubelet": "local", "dev.manifests": str(manifests)}
+    )
     url = running.url
     shards = {
         name: KubeClient(
@@ -136,6 +146,9 @@ async def test_dev_with_shards_runs_each_template_in_its_own_shard(
         for name in ("shard-1", "shard-2", "shard-3")
     }
     try:
+        # the user's manifests went to the controller cluster only, and reached every shard
+        await wait_present(list(shards.values()), TEMPLATES, "uses-db")
+        await wait_present(list(shards.values()), SECRETS, "db")
         for name in shards:
             await wait_present(list(shards.values()), TEMPLATES, f"hello-{name}")
             response = await http.post(

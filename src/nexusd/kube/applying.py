@@ -1,7 +1,8 @@
 """Apply manifests to a cluster, like `kubectl apply` for the kinds nexusd installs.
 
 `nexusd dev` uses this to install the CRDs, the bundled `hello` algorithm and the user's
-`--manifests` directory, through the same HTTP client as everything else.
+`--manifests` directory (templates, workgroups and the Secrets and ConfigMaps they reference),
+through the same HTTP client as everything else.
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from nexusd.core.errors import ConfigError, KubeConflict
-from nexusd.kube.client import CRDS, TEMPLATES, WORKGROUPS, KubeClient, Resource
+from nexusd.kube.client import (
+    CONFIGMAPS,
+    CRDS,
+    SECRETS,
+    TEMPLATES,
+    WORKGROUPS,
+    KubeClient,
+    Resource,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -23,6 +32,9 @@ KINDS: dict[str, Resource] = {
     "CustomResourceDefinition": CRDS,
     "NexusAlgorithmTemplate": TEMPLATES,
     "NexusAlgorithmWorkgroup": WORKGROUPS,
+    # what templates reference (env, file mounts); `nexusd controller` copies them to shards
+    "Secret": SECRETS,
+    "ConfigMap": CONFIGMAPS,
 }
 
 

@@ -153,6 +153,7 @@ class ShardReconciler:
             namespace=self.settings.namespace,
             alias=self.settings.alias,
             cache=self.cache,
+            shard=self.name,
         )
         try:
             deleted = await self._sync(writer, key)

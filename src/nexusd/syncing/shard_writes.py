@@ -61,6 +61,8 @@ class ShardWriter:
     namespace: str
     alias: str
     cache: ObjectCache
+    #: the shard's name, for the log
+    shard: str = ""
     wrote: bool = False
 
     async def sync_template(self, template: Mapping[str, Any], lookup: Lookup) -> None:
@@ -125,7 +127,7 @@ class ShardWriter:
             await self.client.delete(resource, namespace=self.namespace, name=name)
         self.cache.discard(resource, name)
         self.wrote = True
-        logger.info("deleted %s %s", resource.kind, name)
+        logger.info("shard %s: deleted %s %s", self.shard, resource.kind, name)
 
     async def drop_owner(self, resource: Resource, obj: Obj, template: str) -> None:
         """Remove `template` from the copy's owners; delete the copy when none is left."""
@@ -180,7 +182,7 @@ class ShardWriter:
             return existing, False
         self.cache.put(resource, created)
         self.wrote = True
-        logger.info("created %s %s", resource.kind, name_of(desired))
+        logger.info("shard %s: created %s %s", self.shard, resource.kind, name_of(desired))
         return created, True
 
     async def _replace(self, resource: Resource, body: Obj) -> Obj:
@@ -190,7 +192,7 @@ class ShardWriter:
         )
         self.cache.put(resource, updated)
         self.wrote = True
-        logger.info("updated %s %s", resource.kind, name_of(body))
+        logger.info("shard %s: updated %s %s", self.shard, resource.kind, name_of(body))
         return updated
 
 
