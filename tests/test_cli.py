@@ -111,3 +111,25 @@ def test_bad_backend_settings_exit_2_naming_the_key(tmp_path: Path) -> None:
         )
         assert result.returncode == 2, result.stderr
         assert message in result.stderr
+
+
+def test_production_modes_load_nothing_of_the_embedded_cluster() -> None:
+    """What `nexusd <mode>` imports before it runs (the CLI, then the mode's module), in a
+    fresh interpreter: only `nexusd dev` may load nexusd.devcluster."""
+    probe = (
+        "import sys; from nexusd.cli import build_parser; "
+        "from nexusd.modes import maintainer, mode_runner, run_mode, store; "
+        "mode_runner(sys.argv[1]); "
+        "print(sorted(m for m in sys.modules if m.startswith('nexusd.devcluster')))"
+    )
+    for mode, loads_it in [
+        ("scheduler", False),
+        ("receiver", False),
+        ("maintainer", False),
+        ("controller", False),
+        ("dev", True),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, mode], capture_output=True, text=True, check=True
+        )
+        assert (done.stdout.strip() != "[]") is loads_it, (mode, done.stdout)

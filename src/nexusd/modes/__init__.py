@@ -3,14 +3,13 @@ root nursery; `run_mode` also handles SIGINT/SIGTERM for the CLI."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 import trio
-
-from nexusd.modes import controller, dev, maintainer, receiver, scheduler
 
 if TYPE_CHECKING:
     from nexusd.settings import Settings
@@ -24,13 +23,18 @@ class Stoppable(Protocol):
 
 Mode = Callable[..., Awaitable[None]]
 
-MODES: dict[str, Mode] = {
-    "scheduler": scheduler.run,
-    "receiver": receiver.run,
-    "maintainer": maintainer.run,
-    "controller": controller.run,
-    "dev": dev.run,
-}
+#: Each mode's module, imported only when that mode runs: a production mode must not load
+#: `nexusd.devcluster` (the embedded Kubernetes of `nexusd dev`) nor the other modes.
+MODES = ("scheduler", "receiver", "maintainer", "controller", "dev")
+
+
+def mode_runner(name: str) -> Mode:
+    """`run` of `nexusd.modes.<name>`."""
+    if name not in MODES:
+        raise ValueError(f"unknown mode {name!r}")
+    module = importlib.import_module(f"nexusd.modes.{name}")
+    run: Mode = module.run
+    return run
 
 
 async def run_mode(name: str, settings: Settings) -> None:
@@ -38,7 +42,7 @@ async def run_mode(name: str, settings: Settings) -> None:
     work drains for at most `shutdown.grace` seconds, then everything is cancelled."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            stopper: Stoppable = await nursery.start(MODES[name], settings)
+            stopper: Stoppable = await nursery.start(mode_runner(name), settings)
             async for signum in signals:
                 logger.info("received %s, stopping", signal.Signals(signum).name)
                 await stopper.stop(settings.shutdown.grace)
