@@ -26,10 +26,11 @@ async def test_full_queue_refuses_before_anything_is_written() -> None:
     assert queue.statistics().queued == 2
 
 
-async def test_priority_items_are_never_refused_nor_counted_against_new_ones() -> None:
-    queue: VirtualQueue[int] = VirtualQueue(1)
+async def test_priority_items_are_not_counted_against_new_ones() -> None:
+    """The lanes have bounds of their own (tests/pipeline/test_priority_lane.py)."""
+    queue: VirtualQueue[int] = VirtualQueue(1, priority_capacity=5)
     for n in range(5):
-        queue.put_priority(n + 1)
+        assert queue.put_priority(n + 1)
     queue.reserve_nowait().put(0)
     assert len(queue) == 6
 

@@ -88,6 +88,7 @@ async def test_migrate_creates_a_missing_schema(postgres_dsn: str) -> None:
         "checkpoints_tag",
         "checkpoints_host_stage",
         "checkpoints_stage_modified",
+        "checkpoints_live_modified",
         "payloads_written",
     } <= indexes
 
@@ -175,9 +176,9 @@ async def test_a_version_1_database_migrates_and_keeps_its_rows(
     with pytest.raises(StoreError, match=r"schema version 1, .* run `nexusd store migrate`"):
         await PostgresCheckpointStore.open(dsn=postgres_dsn, clock=clock)
     assert await init_schema(postgres_dsn) == 1  # init never upgrades
-    assert await migrate(postgres_dsn) == (1, 4)
-    assert await migrate(postgres_dsn) == (4, 4)
-    assert SCHEMA_VERSION == 4
+    assert await migrate(postgres_dsn) == (1, 5)
+    assert await migrate(postgres_dsn) == (5, 5)
+    assert SCHEMA_VERSION == 5
 
     async with open_postgres_store(dsn=postgres_dsn, clock=clock) as store:
         migrated = attrs.evolve(run, cluster=make_submission(run).cluster)
@@ -193,6 +194,7 @@ async def test_a_version_1_database_migrates_and_keeps_its_rows(
         (2, "scheduler_heartbeats"),
         (3, "checkpoints.cluster, payloads"),
         (4, "rate_budgets"),
+        (5, "checkpoints_live_modified, heartbeat queue reports"),
     ]
 
 

@@ -218,6 +218,7 @@ async def _start_scheduler(
             host=settings.host_name,
             clock=clock,
             interval=settings.node.heartbeat_interval,
+            queues=queues,
         )
     )
     await requeue_buffered(store=store, host=settings.host_name, queues=queues)

@@ -15,7 +15,13 @@ fairness and cancellation semantics.
 
 Capacity is reserved *before* intake persists a run (`reserve_nowait`), so a full queue answers
 429 without having written anything, and an accepted run always has its place: nothing accepted
-is dropped for lack of room. The priority lane is never refused: its runs are already ours.
+is dropped for lack of room.
+
+The priority lane is bounded too (`priority_capacity`, the queue's capacity by default) and
+holds each run once: recovery sweeps that find the same BUFFERED runs again (during a shard
+outage, every sweep) add nothing the second time. A run refused for lack of room loses nothing
+either: it is BUFFERED in the store, and recovery (a restart's `requeue_buffered`, the
+maintainer's sweep) offers it again later.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import collections
 import heapq
 import itertools
 import math
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import attrs
@@ -33,6 +40,18 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 T = TypeVar("T")
+
+
+def run_key(item: object) -> Hashable:
+    """What makes two items one run: a run reference's `(algorithm, request_id)`, whatever its
+    attempt count (a retry and a recovery of one run are one run); any other item itself."""
+    algorithm = getattr(item, "algorithm", None)
+    request_id = getattr(item, "request_id", None)
+    if isinstance(algorithm, str) and isinstance(request_id, str):
+        return (algorithm, request_id)
+    if not isinstance(item, Hashable):
+        raise TypeError(f"queue items must be hashable, not {type(item).__name__}")
+    return item
 
 
 class QueueFull(Exception):
@@ -46,16 +65,34 @@ class QueueStatistics:
     priority_queued: int
     reserved: int
     oldest_age: float
+    priority_capacity: int = 0
+    #: seconds since `get` last handed out an item; None if it never did
+    last_taken_age: float | None = None
 
 
 class VirtualQueue(Generic[T]):
-    def __init__(self, capacity: int) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        priority_capacity: int | None = None,
+        key: Callable[[T], Hashable] = run_key,
+    ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
+        if priority_capacity is None:
+            priority_capacity = capacity
+        if priority_capacity < 1:
+            raise ValueError("priority_capacity must be at least 1")
         self.capacity = capacity
+        self.priority_capacity = priority_capacity
+        self._key = key
         self._normal: collections.deque[tuple[float, T]] = collections.deque()
         # (not_before, sequence, enqueued_at, item): the sequence keeps equal times FIFO
         self._priority: list[tuple[float, int, float, T]] = []
+        #: the keys of the items in the priority lane, so that each run is there once
+        self._in_priority: set[Hashable] = set()
+        self._last_taken: float | None = None
         self._sequence = itertools.count()
         self._lot = trio.lowlevel.ParkingLot()
         self._reserved = 0
@@ -70,20 +107,34 @@ class VirtualQueue(Generic[T]):
         self._reserved += 1
         return Reservation(self)
 
-    def put_priority(self, item: T, *, not_before: float = 0.0) -> None:
+    def put_priority(self, item: T, *, not_before: float = 0.0) -> bool:
         """Put a recovered or delayed run ahead of new ones, due at `not_before`
-        (`trio.current_time()` scale). Never refused."""
+        (`trio.current_time()` scale). Return whether it was added: False when its run
+        (`key`) is in the lane already (that entry keeps its place and due time) or the lane
+        is full."""
+        key = self._key(item)
+        if key in self._in_priority or len(self._priority) >= self.priority_capacity:
+            return False
         now = trio.current_time()
         heapq.heappush(self._priority, (max(not_before, now), next(self._sequence), now, item))
+        self._in_priority.add(key)
         self._lot.unpark()
+        return True
+
+    def priority_full(self) -> bool:
+        return len(self._priority) >= self.priority_capacity
 
     async def get(self) -> T:
         """The next due item: the priority lane first, then new runs in arrival order."""
         while True:
             now = trio.current_time()
             if self._priority and self._priority[0][0] <= now:
-                return heapq.heappop(self._priority)[3]
+                item = heapq.heappop(self._priority)[3]
+                self._in_priority.discard(self._key(item))
+                self._last_taken = now
+                return item
             if self._normal:
+                self._last_taken = now
                 return self._normal.popleft()[1]
             wait = self._priority[0][0] - now if self._priority else math.inf
             with trio.move_on_after(wait):
@@ -100,6 +151,7 @@ class VirtualQueue(Generic[T]):
         if len(priority) != len(self._priority):
             heapq.heapify(priority)
             self._priority = priority
+            self._in_priority = {self._key(entry[3]) for entry in priority}
         return gone
 
     def _fill(self, item: T) -> None:
@@ -111,15 +163,18 @@ class VirtualQueue(Generic[T]):
         self._reserved -= 1
 
     def statistics(self) -> QueueStatistics:
+        now = trio.current_time()
         heads = [self._normal[0][0]] if self._normal else []
-        heads += [entry[2] for entry in self._priority]
-        oldest = trio.current_time() - min(heads) if heads else 0.0
+        heads += [entry[2] for entry in self._priority]  # O(lane), and the lane is bounded
+        oldest = now - min(heads) if heads else 0.0
         return QueueStatistics(
             capacity=self.capacity,
             queued=len(self),
             priority_queued=len(self._priority),
             reserved=self._reserved,
             oldest_age=oldest,
+            priority_capacity=self.priority_capacity,
+            last_taken_age=None if self._last_taken is None else now - self._last_taken,
         )
 
 

@@ -6,12 +6,18 @@
   stopped, and runs BUFFERED for too long, are claimed and resubmitted.
 A run whose Job was in fact created already is harmless: the submitter treats AlreadyExists
 as submitted.
+
+Both scans are keyset-paged (`DEFAULT_PAGE` runs, one indexed read per page) and act on each
+page as it comes: memory stays one page however large the backlog, and no run is read twice.
+A scheduler that is alive but throttled is left alone: its heartbeat reports its queues, and a
+queue that moves is not claimed from (`LostRunRecovery`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 import attrs
@@ -21,17 +27,19 @@ from nexusd.pipeline.intake import RunRef
 from nexusd.stores.checkpoints import DEFAULT_PAGE, HostCursor, StaleCursor
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 
     from nexusd.core.clock import Clock
     from nexusd.core.records import Checkpoint
     from nexusd.pipeline.queueing import VirtualQueue
-    from nexusd.stores.checkpoints import CheckpointStore
+    from nexusd.stores.checkpoints import CheckpointStore, Heartbeat
 
 logger = logging.getLogger(__name__)
 
 
-async def held_by(store: CheckpointStore, host: str, stage: Stage) -> AsyncIterator[Checkpoint]:
+async def held_by(
+    store: CheckpointStore, host: str, stage: Stage
+) -> AsyncGenerator[Checkpoint, None]:
     """Every run `host` holds in `stage`, a page (`DEFAULT_PAGE` runs, one read) at a time."""
     cursor = None
     while True:
@@ -50,22 +58,39 @@ async def requeue_buffered(
 
     Paged, with the run's shard on its row, so a large backlog is a few reads and the event
     loop serves requests between pages. A run whose shard is no longer configured stays
-    BUFFERED (and is logged): the maintainer decides what becomes of it.
+    BUFFERED (and is logged): the maintainer decides what becomes of it. The lanes are
+    bounded: once every one is full the scan stops, and the runs left BUFFERED are the
+    maintainer's to resubmit once this scheduler's queue runs dry (recovery below).
     """
     requeued = 0
-    async for checkpoint in held_by(store, host, Stage.BUFFERED):
-        queue = queues.get(checkpoint.cluster)
-        if queue is None:
-            logger.warning(
-                "buffered run has no configured shard %r; leaving it",
-                checkpoint.cluster,
-                extra={"request_id": checkpoint.id, "algorithm": checkpoint.algorithm},
-            )
-            continue
-        queue.put_priority(RunRef(algorithm=checkpoint.algorithm, request_id=checkpoint.id))
-        requeued += 1
+    left = 0
+    # aclosing: the scan may stop early, and an abandoned async generator is never finalised
+    # under trio.
+    async with aclosing(held_by(store, host, Stage.BUFFERED)) as runs:
+        async for checkpoint in runs:
+            queue = queues.get(checkpoint.cluster)
+            if queue is None:
+                logger.warning(
+                    "buffered run has no configured shard %r; leaving it",
+                    checkpoint.cluster,
+                    extra={"request_id": checkpoint.id, "algorithm": checkpoint.algorithm},
+                )
+                continue
+            ref = RunRef(algorithm=checkpoint.algorithm, request_id=checkpoint.id)
+            if queue.put_priority(ref):
+                requeued += 1
+            elif queue.priority_full():
+                left += 1
+                if all(q.priority_full() for q in queues.values()):
+                    break
     if requeued:
         logger.info("requeued %d buffered runs of %s ahead of the queue", requeued, host)
+    if left:
+        logger.warning(
+            "priority lanes full: buffered runs of %s past the first %d stay for recovery",
+            host,
+            requeued,
+        )
     return requeued
 
 
@@ -79,6 +104,28 @@ class SweepReport:
     dead_hosts: tuple[str, ...]
     resubmitted: int
     lost: int
+    #: runs BUFFERED past `buffered_timeout` left with a live scheduler whose queue moves
+    spared: int = 0
+
+
+def progressing(
+    beat: Heartbeat, *, now: dt.datetime, buffered_timeout: float, moving_within: float
+) -> bool:
+    """Whether `beat`'s host is working through its queue (ages as of `now`, not the beat).
+
+    It is when runs are queued and either the oldest has waited no longer than
+    `buffered_timeout` or a worker took one within `moving_within` seconds (a throttled queue
+    drains slowly, but it drains). An empty queue is not: a run BUFFERED that long is not in
+    it (a lost entry, or one refused by a full priority lane). No report (a process without
+    queues, an older nexusd) is not either: such a holder is judged by age alone, as before.
+    """
+    report = beat.queues
+    if report is None or report.queued == 0:
+        return False
+    since = max(0.0, (now - beat.last_seen).total_seconds())
+    if report.oldest_queued_age + since <= buffered_timeout:
+        return True
+    return report.last_taken_age is not None and report.last_taken_age + since <= moving_within
 
 
 @attrs.define
@@ -89,10 +136,14 @@ class LostRunRecovery:
       are claimed (a compare-and-set of `received_by_host`, so exactly one maintainer wins
       each run) and go to the claimer's submitters, ahead of their queues; its NEW runs (accepted,
       never buffered) end SCHEDULING_FAILED with upstream's "Submission lost" message.
-    - A run BUFFERED for longer than `buffered_timeout` is claimed too, whoever holds it: its
-      scheduler is alive but did not get it out (a lost queue entry, a restart under another
-      name). Keep `buffered_timeout` above the time a full queue takes to drain
-      (`queue_capacity / rate`: 200 s by default). A NEW run that old is lost.
+    - A run BUFFERED for longer than `buffered_timeout` is claimed too, unless its holder is
+      live and its queue is progressing (`progressing`): a throttled scheduler working through
+      its backlog keeps its runs (claiming them would only move them to a queue behind the same
+      shared rate budget), while one that lost a run (its queue is empty) or whose queue stopped
+      moving gives them up, and so does a holder whose heartbeat stopped or that reports no
+      queues. A NEW run that old is lost.
+    - Heartbeats older than `buffered_timeout` are deleted: every run such a host held is older
+      than its last beat, so the stale scan finds it without the row.
     A claimed run whose Job exists already is fine: the submitter counts AlreadyExists as
     submitted, so no run ever gets two Jobs.
     """
@@ -106,43 +157,63 @@ class LostRunRecovery:
 
     async def sweep(self) -> SweepReport:
         now = self.clock.now()
-        beats = await self.store.heartbeats()
+        beats = await self.store.heartbeat_reports()
         # Hosts dead for longer than buffered_timeout need no look-up of their own: every run
         # they held is older than their last beat, so the stale scan below finds it. This
         # keeps a sweep's cost bounded however many pod names have come and gone.
         dead = tuple(
             sorted(
                 host
-                for host, seen in beats.items()
+                for host, beat in beats.items()
                 if host != self.host
-                and self.scheduler_timeout < (now - seen).total_seconds() <= self.buffered_timeout
+                and self.scheduler_timeout
+                < (now - beat.last_seen).total_seconds()
+                <= self.buffered_timeout
             )
         )
-        candidates: dict[tuple[str, str], Checkpoint] = {}
-        lost: dict[tuple[str, str], Checkpoint] = {}
+        resubmitted = failed = spared = 0
+        # Each run is acted on as its page arrives. A claim or a failure stamps the run's
+        # last_modified, so it leaves both the host's BUFFERED/NEW range and the stale scan
+        # below (whose cutoff is in the past): no run is handled twice.
         for host in dead:
             async for checkpoint in held_by(self.store, host, Stage.BUFFERED):
-                candidates[(checkpoint.algorithm, checkpoint.id)] = checkpoint
+                resubmitted += await self._claim(checkpoint)
             async for checkpoint in held_by(self.store, host, Stage.NEW):
-                lost[(checkpoint.algorithm, checkpoint.id)] = checkpoint
+                failed += await self._fail_lost(checkpoint)
         cutoff = now - dt.timedelta(seconds=self.buffered_timeout)
         async for checkpoint in self._stale(cutoff):
-            found = candidates if checkpoint.lifecycle_stage is Stage.BUFFERED else lost
-            found[(checkpoint.algorithm, checkpoint.id)] = checkpoint
-        resubmitted = 0
-        for checkpoint in candidates.values():
-            resubmitted += await self._claim(checkpoint)
-        failed = 0
-        for checkpoint in lost.values():
-            failed += await self._fail_lost(checkpoint)
-        if dead or resubmitted or failed:
+            if checkpoint.lifecycle_stage is not Stage.BUFFERED:
+                failed += await self._fail_lost(checkpoint)
+            elif self._spared(checkpoint, beats.get(checkpoint.received_by_host), now):
+                spared += 1
+            else:
+                resubmitted += await self._claim(checkpoint)
+        forgotten = await self.store.forget_heartbeats(seen_before=cutoff)
+        if dead or resubmitted or failed or forgotten:
             logger.info(
-                "recovery: dead schedulers %s, %d runs resubmitted, %d lost",
+                "recovery: dead schedulers %s, %d runs resubmitted, %d lost, %d left to their "
+                "throttled schedulers, %d heartbeats forgotten",
                 ", ".join(dead) or "none",
                 resubmitted,
                 failed,
+                spared,
+                forgotten,
             )
-        return SweepReport(dead_hosts=dead, resubmitted=resubmitted, lost=failed)
+        return SweepReport(dead_hosts=dead, resubmitted=resubmitted, lost=failed, spared=spared)
+
+    def _spared(self, checkpoint: Checkpoint, beat: Heartbeat | None, now: dt.datetime) -> bool:
+        """Whether a run BUFFERED past `buffered_timeout` stays with its live holder."""
+        if checkpoint.received_by_host == self.host or beat is None:
+            return False
+        silent = (now - beat.last_seen).total_seconds()
+        if silent > self.scheduler_timeout:
+            return False
+        return progressing(
+            beat,
+            now=now,
+            buffered_timeout=self.buffered_timeout,
+            moving_within=self.scheduler_timeout,
+        )
 
     async def _stale(self, cutoff: dt.datetime) -> AsyncIterator[Checkpoint]:
         """NEW and BUFFERED runs last changed before `cutoff`, page by page."""
@@ -161,11 +232,16 @@ class LostRunRecovery:
         queue = self.queues.get(checkpoint.cluster)
         if queue is None:
             return 0  # a shard this maintainer does not know: another one may
+        ref = RunRef(algorithm=checkpoint.algorithm, request_id=checkpoint.id)
         if checkpoint.received_by_host == self.host:
             # Already ours (`nexusd dev`, where scheduler and maintainer share a name, or a
             # claim whose submission was lost): submit it again; a Job that exists is fine.
-            queue.put_priority(RunRef(algorithm=checkpoint.algorithm, request_id=checkpoint.id))
-            return 1
+            # A run still in the lane from an earlier sweep is not added twice.
+            return int(queue.put_priority(ref))
+        if queue.priority_full():
+            # No room to submit it: leave it with its holder for the next sweep (or another
+            # maintainer) rather than take a run this process cannot queue.
+            return 0
         claimed = await self.store.claim(
             algorithm=checkpoint.algorithm,
             request_id=checkpoint.id,
@@ -174,7 +250,9 @@ class LostRunRecovery:
         )
         if claimed is None:
             return 0
-        queue.put_priority(RunRef(algorithm=checkpoint.algorithm, request_id=checkpoint.id))
+        # Should the lane have filled during the claim, the run is ours now and a later sweep
+        # queues it (the branch above) once it is buffered_timeout old again.
+        queue.put_priority(ref)
         return 1
 
     async def _fail_lost(self, checkpoint: Checkpoint) -> int:

@@ -13,8 +13,13 @@ Semantics every implementation must keep (tests/stores/test_checkpoint_contract.
 - reads never block writers (SQLite WAL, PostgreSQL MVCC).
 
 What the maintainer needs (it keeps every accepted run moving to a terminal state):
-- scheduler heartbeats: `record_heartbeat` upserts `(host, last_seen)`; `heartbeats` reads them
-  all back (timezone-aware UTC, exact to the microsecond).
+- scheduler heartbeats: `record_heartbeat` upserts `(host, last_seen)` and, from a process with
+  submission queues, their `QueueReport`; `heartbeats` reads the times back (timezone-aware UTC,
+  exact to the microsecond), `heartbeat_reports` the whole rows. `forget_heartbeats` deletes
+  the rows not renewed since a cutoff (the maintainer drops hosts silent for longer than
+  `buffered_timeout`: the stale scan finds their runs without them).
+- `stale` over non-terminal stages only is served by a partial index over those stages in the
+  scan's own order (no sort), so a sweep costs a page of index reads per page of runs.
 - `stale` pages through runs in some stages not modified since a cutoff, oldest first, in the
   total order `(last_modified, algorithm, id)`. A page is resumed with a `StaleCursor` taken
   from the last run of the previous one, so runs sharing a timestamp are neither skipped nor
@@ -99,6 +104,31 @@ class HostCursor:
         return (self.received_at, self.algorithm, self.id)
 
 
+@attrs.frozen
+class QueueReport:
+    """A process's submission queues (all its shards together) as of one heartbeat.
+
+    The maintainer tells a live scheduler that is merely throttled (its queue moves) from one
+    that lost a run (its queue is empty or stuck) by these, rather than by a run's age alone.
+    """
+
+    #: runs waiting in the queues (both lanes)
+    queued: int
+    #: seconds the longest-waiting queued run has waited; 0 when nothing is queued
+    oldest_queued_age: float
+    #: seconds since a worker last took a run from any of them; None if none ever did
+    last_taken_age: float | None = None
+
+
+@attrs.frozen
+class Heartbeat:
+    """One `scheduler_heartbeats` row: when `host` was last seen, and its queues then."""
+
+    host: str
+    last_seen: dt.datetime
+    queues: QueueReport | None = None
+
+
 class CheckpointStore(Protocol):
     async def create(
         self,
@@ -164,12 +194,23 @@ class CheckpointStore(Protocol):
 
     # --- what the maintainer uses -----------------------------------------------------------
 
-    async def record_heartbeat(self, *, host: str, at: dt.datetime) -> None:
-        """Upsert `host`'s last sign of life (`at`, timezone-aware; overwrites the previous)."""
+    async def record_heartbeat(
+        self, *, host: str, at: dt.datetime, queues: QueueReport | None = None
+    ) -> None:
+        """Upsert `host`'s last sign of life (`at`, timezone-aware) and its queue report
+        (None: a process without queues); the whole row overwrites the previous one."""
         ...
 
     async def heartbeats(self) -> dict[str, dt.datetime]:
         """Every host's last heartbeat, timezone-aware UTC."""
+        ...
+
+    async def heartbeat_reports(self) -> dict[str, Heartbeat]:
+        """Every host's heartbeat row, queue report included (timezone-aware UTC)."""
+        ...
+
+    async def forget_heartbeats(self, *, seen_before: dt.datetime) -> int:
+        """Delete the heartbeats last seen before `seen_before`; return how many."""
         ...
 
     async def stale(

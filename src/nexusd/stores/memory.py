@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import heapq
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,13 +25,14 @@ from nexusd.core.errors import AlreadyExists, NotFound
 from nexusd.core.lifecycle import TERMINAL, Stage
 from nexusd.core.records import NewRun, PendingSubmission, Transition
 from nexusd.stores import rate_budgets
-from nexusd.stores.checkpoints import DEFAULT_PAGE
+from nexusd.stores.checkpoints import DEFAULT_PAGE, Heartbeat
 from nexusd.stores.validation import (
     allowed_sources,
     check_aware,
     check_changes,
     check_claim,
     check_limit,
+    check_queue_report,
     check_submission,
 )
 
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 
     from nexusd.core.clock import Clock
     from nexusd.core.records import Checkpoint, SubmissionEntry
-    from nexusd.stores.checkpoints import HostCursor, StaleCursor
+    from nexusd.stores.checkpoints import HostCursor, QueueReport, StaleCursor
     from nexusd.stores.rate_budgets import BudgetState, TokenGrant
 
 _Key = tuple[str, str]
@@ -73,7 +75,7 @@ class MemoryCheckpointStore:
         self._submissions: dict[_Key, SubmissionEntry] = {}
         self._by_tag: defaultdict[str, set[_Key]] = defaultdict(set)
         self._by_host_stage: defaultdict[tuple[str, Stage], set[_Key]] = defaultdict(set)
-        self._heartbeats: dict[str, dt.datetime] = {}
+        self._heartbeats: dict[str, Heartbeat] = {}
         #: inline payloads: (written_at, data)
         self._payloads: dict[_Key, tuple[dt.datetime, bytes]] = {}
         #: shard -> its rate budget, shared by every submitter of this process
@@ -191,23 +193,45 @@ class MemoryCheckpointStore:
             check_aware("after.received_at", after.received_at)
         start = None if after is None else after.key()
         keys = self._by_host_stage.get((host, Stage(stage)), ())
-        found = _ordered(
-            self._runs[key]
-            for key in keys
-            if start is None or _received_order(self._runs[key]) > start
+        # A page of the smallest keys, O(n log limit): no sort of the whole backlog per page.
+        found = heapq.nsmallest(
+            limit,
+            (
+                self._runs[key]
+                for key in keys
+                if start is None or _received_order(self._runs[key]) > start
+            ),
+            key=_received_order,
         )
-        return found[:limit]
+        return [_detached(cp) for cp in found]
 
     # --- what the maintainer uses -----------------------------------------------------------
 
-    async def record_heartbeat(self, *, host: str, at: dt.datetime) -> None:
+    async def record_heartbeat(
+        self, *, host: str, at: dt.datetime, queues: QueueReport | None = None
+    ) -> None:
         await trio.lowlevel.checkpoint()
         check_aware("at", at)
-        self._heartbeats[host] = at.astimezone(dt.UTC)
+        check_queue_report(queues)
+        self._heartbeats[host] = Heartbeat(
+            host=host, last_seen=at.astimezone(dt.UTC), queues=queues
+        )
 
     async def heartbeats(self) -> dict[str, dt.datetime]:
         await trio.lowlevel.checkpoint()
-        return dict(self._heartbeats)
+        return {host: beat.last_seen for host, beat in self._heartbeats.items()}
+
+    async def heartbeat_reports(self) -> dict[str, Heartbeat]:
+        await trio.lowlevel.checkpoint()
+        return dict(self._heartbeats)  # frozen records: nothing to copy
+
+    async def forget_heartbeats(self, *, seen_before: dt.datetime) -> int:
+        await trio.lowlevel.checkpoint()
+        check_aware("seen_before", seen_before)
+        gone = [host for host, beat in self._heartbeats.items() if beat.last_seen < seen_before]
+        for host in gone:
+            del self._heartbeats[host]
+        return len(gone)
 
     async def stale(
         self,
@@ -217,7 +241,8 @@ class MemoryCheckpointStore:
         limit: int = DEFAULT_PAGE,
         after: StaleCursor | None = None,
     ) -> list[Checkpoint]:
-        """A scan of every run (the memory store has no ordered index; it serves tests)."""
+        """A scan of every run (the memory store has no ordered index; it serves tests), keeping
+        only a page of the oldest: O(n log limit), not a sort of every run per page."""
         await trio.lowlevel.checkpoint()
         check_aware("modified_before", modified_before)
         check_limit(limit)
@@ -225,7 +250,8 @@ class MemoryCheckpointStore:
             check_aware("after.last_modified", after.last_modified)
         wanted = frozenset(Stage(stage) for stage in stages)
         start = None if after is None else after.key()
-        found = sorted(
+        found = heapq.nsmallest(
+            limit,
             (
                 cp
                 for cp in self._runs.values()
@@ -235,7 +261,7 @@ class MemoryCheckpointStore:
             ),
             key=_order,
         )
-        return [_detached(cp) for cp in found[:limit]]
+        return [_detached(cp) for cp in found]
 
     async def claim(
         self, *, algorithm: str, request_id: str, from_host: str, to_host: str

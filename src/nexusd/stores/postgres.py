@@ -82,13 +82,22 @@ from nexusd.stores.postgres_schema import (
     encode_submission,
     encode_value,
 )
-from nexusd.stores.sql_reads import COLUMN_LIST, COLUMNS, IDENTITY_HINT, SqlReads
+from nexusd.stores.sql_reads import (
+    COLUMN_LIST,
+    COLUMNS,
+    IDENTITY_HINT,
+    LIVE_CONDITION,
+    LIVE_STAGES,
+    SqlReads,
+    heartbeat_row,
+)
 from nexusd.stores.validation import (
     allowed_sources,
     check_aware,
     check_changes,
     check_claim,
     check_limit,
+    check_queue_report,
     check_submission,
 )
 
@@ -98,7 +107,7 @@ if TYPE_CHECKING:
 
     from nexusd.core.clock import Clock
     from nexusd.core.records import Checkpoint, SubmissionEntry
-    from nexusd.stores.checkpoints import StaleCursor
+    from nexusd.stores.checkpoints import QueueReport, StaleCursor
 
 _T = TypeVar("_T")
 
@@ -124,9 +133,12 @@ _INSERT_PAYLOAD = (
 )
 _SELECT_STAGE = "SELECT lifecycle_stage FROM checkpoints WHERE algorithm = %s AND id = %s"
 _UPSERT_HEARTBEAT = (
-    "INSERT INTO scheduler_heartbeats (host, last_seen) VALUES (%s, %s) "
-    "ON CONFLICT (host) DO UPDATE SET last_seen = EXCLUDED.last_seen"
+    "INSERT INTO scheduler_heartbeats (host, last_seen, queued, oldest_queued_age, "
+    "last_taken_age) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (host) DO UPDATE SET "
+    "last_seen = EXCLUDED.last_seen, queued = EXCLUDED.queued, "
+    "oldest_queued_age = EXCLUDED.oldest_queued_age, last_taken_age = EXCLUDED.last_taken_age"
 )
+_FORGET_HEARTBEATS = "DELETE FROM scheduler_heartbeats WHERE last_seen < %s"
 # A concurrent claim waits for the row lock, then re-checks the WHERE on the committed row
 # (READ COMMITTED): the host has changed, so it matches nothing. Exactly one claim applies.
 _CLAIM = (
@@ -138,9 +150,12 @@ _CLAIM = (
 # database's collation: the cursor condition and the ORDER BY must agree.
 _KEY_ORDER = '{time}, algorithm COLLATE "C", id COLLATE "C"'
 _STALE_ORDER = _KEY_ORDER.format(time="last_modified")
+# `{live}` is LIVE_CONDITION when every stage asked for is non-terminal: it lets the planner
+# prove the partial index `checkpoints_live_modified` applies (a parameter cannot), and that
+# index's columns are the ORDER BY's, collations included, so a page is an index range read.
 _STALE = (
     f"SELECT {COLUMN_LIST} FROM checkpoints "
-    "WHERE lifecycle_stage = ANY(%s) AND last_modified < %s {after}"
+    "WHERE {live}lifecycle_stage = ANY(%s) AND last_modified < %s {after}"
     f"ORDER BY {_STALE_ORDER} LIMIT %s"
 )
 _STALE_AFTER = f"AND last_modified >= %s AND ({_STALE_ORDER}) > (%s, %s, %s) "
@@ -376,13 +391,25 @@ class PostgresCheckpointStore(PostgresBudgets, SqlReads):
 
         return await self._run(apply)
 
-    async def record_heartbeat(self, *, host: str, at: dt.datetime) -> None:
+    async def record_heartbeat(
+        self, *, host: str, at: dt.datetime, queues: QueueReport | None = None
+    ) -> None:
         check_aware("at", at)
+        check_queue_report(queues)
+        params = (host, at, *heartbeat_row(queues))
 
         def upsert(connection: Connection) -> None:
-            connection.execute(_UPSERT_HEARTBEAT, (host, at))
+            connection.execute(_UPSERT_HEARTBEAT, params)
 
         await self._run(upsert)
+
+    async def forget_heartbeats(self, *, seen_before: dt.datetime) -> int:
+        check_aware("seen_before", seen_before)
+
+        def delete(connection: Connection) -> int:
+            return int(connection.execute(_FORGET_HEARTBEATS, (seen_before,)).rowcount)
+
+        return await self._run(delete)
 
     async def claim(
         self, *, algorithm: str, request_id: str, from_host: str, to_host: str
@@ -438,16 +465,17 @@ class PostgresCheckpointStore(PostgresBudgets, SqlReads):
     ) -> list[Checkpoint]:
         check_aware("modified_before", modified_before)
         check_limit(limit)
-        wanted = sorted({str(Stage(stage)) for stage in stages})
-        if not wanted:
+        stage_set = {Stage(stage) for stage in stages}
+        if not stage_set:
             return []
+        wanted = sorted(map(str, stage_set))
         params: tuple[Any, ...]
         if after is None:
-            query = _STALE.format(after="")
+            query = stale_query(stage_set, resumed=False)
             params = (wanted, modified_before, limit)
         else:
             check_aware("after.last_modified", after.last_modified)
-            query = _STALE.format(after=_STALE_AFTER)
+            query = stale_query(stage_set, resumed=True)
             start = after.last_modified
             params = (wanted, modified_before, start, start, after.algorithm, after.id, limit)
         rows = await self._select(query, params)
@@ -458,6 +486,12 @@ class PostgresCheckpointStore(PostgresBudgets, SqlReads):
             return connection.execute(query, params).fetchall()
 
         return await self._run(fetch)
+
+
+def stale_query(stages: Collection[Stage], *, resumed: bool) -> str:
+    """The `stale` SELECT: through `checkpoints_live_modified` when `stages` are all live."""
+    live = f"{LIVE_CONDITION} AND " if set(stages) <= LIVE_STAGES else ""
+    return _STALE.format(live=live, after=_STALE_AFTER if resumed else "")
 
 
 @asynccontextmanager

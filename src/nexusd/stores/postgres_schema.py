@@ -19,7 +19,9 @@ applied. `MIGRATIONS[n]` takes a database from version n to n + 1 (version 1 is 
 schema; version 2 adds `scheduler_heartbeats(host, last_seen)`; version 3 adds
 `checkpoints.cluster` and `payloads(algorithm, id, written_at, data bytea)`; version 4 adds the
 submitters' shared `rate_budgets` and the functions that grant and cut them on the server's
-clock, `nexusd_grant_tokens` and `nexusd_cut_rate`). Every change runs
+clock, `nexusd_grant_tokens` and `nexusd_cut_rate`; version 5 adds `checkpoints_live_modified`,
+a partial index over the non-terminal stages in the `stale` scan's order, its text columns in
+`COLLATE "C"` like the scan's ORDER BY, and the heartbeat's queue report columns). Every change runs
 in one transaction that first takes a transaction-level advisory lock
 (`pg_advisory_xact_lock(SCHEMA_LOCK_KEY)`), so nexusd processes starting together migrate once
 and the others see the result; DDL is transactional in PostgreSQL, so a failed step leaves
@@ -209,12 +211,27 @@ BEGIN
 END $$;
 """
 
+# The maintainer's `stale` scans ask for non-terminal runs in the order
+# `(last_modified, algorithm COLLATE "C", id COLLATE "C")`: this index holds exactly those rows
+# in exactly that order, so a page is an index range read, not a sort of every live run.
+# `sql_reads.LIVE_CONDITION` must repeat the WHERE exactly (the planner proves it per query).
+_V5 = """
+CREATE INDEX checkpoints_live_modified ON checkpoints
+    (last_modified, algorithm COLLATE "C", id COLLATE "C")
+    WHERE lifecycle_stage IN ('NEW', 'BUFFERED', 'RUNNING');
+ALTER TABLE scheduler_heartbeats
+    ADD COLUMN queued integer,
+    ADD COLUMN oldest_queued_age double precision,
+    ADD COLUMN last_taken_age double precision;
+"""
+
 #: Never edit a released step (databases in the field were built by it); add a new one.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, description="checkpoints and submission_buffer", sql=_V1),
     Migration(version=2, description="scheduler_heartbeats", sql=_V2),
     Migration(version=3, description="checkpoints.cluster, payloads", sql=_V3),
     Migration(version=4, description="rate_budgets", sql=_V4),
+    Migration(version=5, description="checkpoints_live_modified, heartbeat queue reports", sql=_V5),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

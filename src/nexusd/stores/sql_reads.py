@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from nexusd.core.lifecycle import Stage
 from nexusd.core.records import PendingSubmission
-from nexusd.stores.checkpoints import DEFAULT_PAGE
+from nexusd.stores.checkpoints import DEFAULT_PAGE, Heartbeat, QueueReport
 from nexusd.stores.validation import check_aware, check_limit
 
 if TYPE_CHECKING:
@@ -47,6 +47,12 @@ COLUMNS = (
     "cluster",
 )
 COLUMN_LIST = ", ".join(COLUMNS)
+#: The stages of a run still under way, and the WHERE term of the partial index over them
+#: (`checkpoints_live_modified`, schema version 5 in both stores). Spelled out: the index is
+#: released schema, and a query can use it only when its own WHERE repeats this term exactly
+#: (SQLite matches the text; PostgreSQL must prove it at plan time, so never as a parameter).
+LIVE_STAGES = frozenset({Stage.NEW, Stage.BUFFERED, Stage.RUNNING})
+LIVE_CONDITION = "lifecycle_stage IN ('NEW', 'BUFFERED', 'RUNNING')"
 #: What to do when a host name is taken (the end of `hold_identity`'s message).
 IDENTITY_HINT = (
     "two live processes under one name would both take its runs; give each process its own "
@@ -54,9 +60,16 @@ IDENTITY_HINT = (
 )
 
 
+def heartbeat_row(queues: QueueReport | None) -> tuple[Any, Any, Any]:
+    """The queue report's columns `(queued, oldest_queued_age, last_taken_age)`."""
+    if queues is None:
+        return (None, None, None)
+    return (queues.queued, queues.oldest_queued_age, queues.last_taken_age)
+
+
 class SqlReads:
-    """Mixin: `heartbeats`, `get`, `get_submission`, `pending_submission`, `get_payload`,
-    `by_tag`, `by_host_and_stage` over `_select`."""
+    """Mixin: `heartbeats`, `heartbeat_reports`, `get`, `get_submission`,
+    `pending_submission`, `get_payload`, `by_tag`, `by_host_and_stage` over `_select`."""
 
     #: the driver's placeholder
     MARK: ClassVar[str]
@@ -89,6 +102,26 @@ class SqlReads:
     async def heartbeats(self) -> dict[str, dt.datetime]:
         rows = await self._select("SELECT host, last_seen FROM scheduler_heartbeats", ())
         return {host: self._decode_time(last_seen) for host, last_seen in rows}
+
+    async def heartbeat_reports(self) -> dict[str, Heartbeat]:
+        rows = await self._select(
+            "SELECT host, last_seen, queued, oldest_queued_age, last_taken_age "
+            "FROM scheduler_heartbeats",
+            (),
+        )
+        beats = {}
+        for host, last_seen, queued, oldest, taken in rows:
+            report = None
+            if queued is not None:
+                report = QueueReport(
+                    queued=int(queued),
+                    oldest_queued_age=float(oldest or 0.0),
+                    last_taken_age=None if taken is None else float(taken),
+                )
+            beats[host] = Heartbeat(
+                host=host, last_seen=self._decode_time(last_seen), queues=report
+            )
+        return beats
 
     async def get(self, *, algorithm: str, request_id: str) -> Checkpoint | None:
         rows = await self._select(

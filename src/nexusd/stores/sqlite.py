@@ -43,7 +43,15 @@ from nexusd.core.lifecycle import TERMINAL, Stage
 from nexusd.core.records import NewRun, Transition
 from nexusd.stores.checkpoints import DEFAULT_PAGE
 from nexusd.stores.locking import FileLock, take_lock
-from nexusd.stores.sql_reads import COLUMN_LIST, COLUMNS, IDENTITY_HINT, SqlReads
+from nexusd.stores.sql_reads import (
+    COLUMN_LIST,
+    COLUMNS,
+    IDENTITY_HINT,
+    LIVE_CONDITION,
+    LIVE_STAGES,
+    SqlReads,
+    heartbeat_row,
+)
 from nexusd.stores.sqlite_budgets import SqliteBudgets
 from nexusd.stores.sqlite_schema import (
     decode_checkpoint,
@@ -62,6 +70,7 @@ from nexusd.stores.validation import (
     check_changes,
     check_claim,
     check_limit,
+    check_queue_report,
     check_submission,
 )
 
@@ -71,7 +80,7 @@ if TYPE_CHECKING:
 
     from nexusd.core.clock import Clock
     from nexusd.core.records import Checkpoint, SubmissionEntry
-    from nexusd.stores.checkpoints import StaleCursor
+    from nexusd.stores.checkpoints import QueueReport, StaleCursor
 
 Synchronous = Literal["NORMAL", "FULL"]
 
@@ -96,9 +105,12 @@ _INSERT_PAYLOAD = (
 )
 _SELECT_STAGE = "SELECT lifecycle_stage FROM checkpoints WHERE algorithm = ? AND id = ?"
 _UPSERT_HEARTBEAT = (
-    "INSERT INTO scheduler_heartbeats (host, last_seen) VALUES (?, ?) "
-    "ON CONFLICT (host) DO UPDATE SET last_seen = excluded.last_seen"
+    "INSERT INTO scheduler_heartbeats (host, last_seen, queued, oldest_queued_age, "
+    "last_taken_age) VALUES (?, ?, ?, ?, ?) ON CONFLICT (host) DO UPDATE SET "
+    "last_seen = excluded.last_seen, queued = excluded.queued, "
+    "oldest_queued_age = excluded.oldest_queued_age, last_taken_age = excluded.last_taken_age"
 )
+_FORGET_HEARTBEATS = "DELETE FROM scheduler_heartbeats WHERE last_seen < ?"
 # The compare-and-set of a claim: one statement, so also atomic against other processes.
 _CLAIM = (
     "UPDATE checkpoints SET received_by_host = ?, last_modified = ? "
@@ -380,14 +392,28 @@ class SqliteCheckpointStore(SqliteBudgets, SqlReads):
         result: Checkpoint | None = await self._writer.run(apply)
         return result
 
-    async def record_heartbeat(self, *, host: str, at: dt.datetime) -> None:
+    async def record_heartbeat(
+        self, *, host: str, at: dt.datetime, queues: QueueReport | None = None
+    ) -> None:
         check_aware("at", at)
-        bindings = (host, encode_time(at))
+        check_queue_report(queues)
+        bindings = (host, encode_time(at), *heartbeat_row(queues))
 
         def upsert(connection: apsw.Connection) -> None:
             connection.execute(_UPSERT_HEARTBEAT, bindings)
 
         await self._writer.run(upsert)
+
+    async def forget_heartbeats(self, *, seen_before: dt.datetime) -> int:
+        check_aware("seen_before", seen_before)
+        bindings = (encode_time(seen_before),)
+
+        def delete(connection: apsw.Connection) -> int:
+            connection.execute(_FORGET_HEARTBEATS, bindings)
+            return int(connection.changes())
+
+        deleted: int = await self._writer.run(delete)
+        return deleted
 
     async def claim(
         self, *, algorithm: str, request_id: str, from_host: str, to_host: str
@@ -451,25 +477,17 @@ class SqliteCheckpointStore(SqliteBudgets, SqlReads):
     ) -> list[Checkpoint]:
         check_aware("modified_before", modified_before)
         check_limit(limit)
-        wanted = sorted({str(Stage(stage)) for stage in stages})
+        wanted = {Stage(stage) for stage in stages}
         if not wanted:
             return []
-        conditions = [
-            f"lifecycle_stage IN ({', '.join('?' * len(wanted))})",
-            "last_modified < ?",
-        ]
-        bindings: list[Any] = [*wanted, encode_time(modified_before)]
         if after is not None:
             check_aware("after.last_modified", after.last_modified)
-            # The plain bound lets the index range start at the cursor; the row value breaks
-            # ties between runs modified in the same microsecond.
-            conditions += ["last_modified >= ?", "(last_modified, algorithm, id) > (?, ?, ?)"]
+        bindings: list[Any] = [*sorted(map(str, wanted)), encode_time(modified_before)]
+        if after is not None:
             start = encode_time(after.last_modified)
             bindings += [start, start, after.algorithm, after.id]
         rows = await self._select(
-            f"SELECT {COLUMN_LIST} FROM checkpoints WHERE {' AND '.join(conditions)} "
-            "ORDER BY last_modified, algorithm, id LIMIT ?",
-            (*bindings, limit),
+            stale_query(wanted, resumed=after is not None), (*bindings, limit)
         )
         return [decode_checkpoint(row) for row in rows]
 
@@ -479,6 +497,32 @@ class SqliteCheckpointStore(SqliteBudgets, SqlReads):
 
         rows: list[tuple[Any, ...]] = await self._readers.run(query)
         return rows
+
+
+def stale_query(stages: Collection[Stage], *, resumed: bool) -> str:
+    """The `stale` SELECT for `stages` (bound in sorted order), resumed after a cursor or not.
+
+    Non-terminal stages only (every sweep of the maintainer) read `checkpoints_live_modified`,
+    which holds those rows in the scan's order: a page is a range of the index, with no
+    temporary B-tree sorting every live run first. INDEXED BY pins that plan (the planner
+    would otherwise pick the `(lifecycle_stage, last_modified)` index and sort); the repeated
+    `LIVE_CONDITION` is what makes the partial index usable. Other stage sets (purge-like
+    scans over terminal runs) go through the `(lifecycle_stage, last_modified)` index.
+    """
+    marks = ", ".join("?" * len(stages))
+    conditions = [f"lifecycle_stage IN ({marks})", "last_modified < ?"]
+    source = "checkpoints"
+    if set(stages) <= LIVE_STAGES:
+        source = "checkpoints INDEXED BY checkpoints_live_modified"
+        conditions.insert(0, LIVE_CONDITION)
+    if resumed:
+        # The plain bound lets the index range start at the cursor; the row value breaks
+        # ties between runs modified in the same microsecond.
+        conditions += ["last_modified >= ?", "(last_modified, algorithm, id) > (?, ?, ?)"]
+    return (
+        f"SELECT {COLUMN_LIST} FROM {source} WHERE {' AND '.join(conditions)} "
+        "ORDER BY last_modified, algorithm, id LIMIT ?"
+    )
 
 
 @asynccontextmanager

@@ -19,7 +19,11 @@ Versions: 1 = `checkpoints` + `submission_buffer`; 2 = `scheduler_heartbeats(hos
 3 = `checkpoints.cluster` (the shard, filled in from `submission_buffer` for older runs), the
 `payloads` table, and the (host, stage) index extended by `received_at` for paged recovery;
 4 = `rate_budgets`, one row per shard (stores/rate_budgets.py), its times REAL seconds since the
-epoch on the store's clock (only their differences matter, and no one reads them as dates).
+epoch on the store's clock (only their differences matter, and no one reads them as dates);
+5 = `checkpoints_live_modified`, a partial index over the non-terminal stages in the `stale`
+scan's order `(last_modified, algorithm, id)`, so a sweep reads it in order with no temporary
+B-tree, and the heartbeat's queue report (`queued`, `oldest_queued_age`, `last_taken_age`,
+NULL from a process without queues).
 `PRAGMA user_version` is the schema version; `migrate` brings a database up to date, one step
 per version, and refuses a database written by a newer nexusd.
 """
@@ -120,9 +124,18 @@ CREATE TABLE rate_budgets (
 ) WITHOUT ROWID;
 """
 
+# `sql_reads.LIVE_CONDITION` must repeat this WHERE exactly, or no query uses the index.
+_V5 = """
+CREATE INDEX checkpoints_live_modified ON checkpoints (last_modified, algorithm, id)
+    WHERE lifecycle_stage IN ('NEW', 'BUFFERED', 'RUNNING');
+ALTER TABLE scheduler_heartbeats ADD COLUMN queued INTEGER;
+ALTER TABLE scheduler_heartbeats ADD COLUMN oldest_queued_age REAL;
+ALTER TABLE scheduler_heartbeats ADD COLUMN last_taken_age REAL;
+"""
+
 #: MIGRATIONS[n] takes a database from user_version n to n + 1. Never edit a released step:
 #: databases in the field were built by it; add a new one.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

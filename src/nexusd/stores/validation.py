@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from collections.abc import Collection
 
     from nexusd.core.records import Checkpoint, SubmissionEntry
+    from nexusd.stores.checkpoints import QueueReport
 
 _TIMESTAMP_FIELDS = frozenset({"sent_at"})
 
@@ -84,3 +85,15 @@ def check_claim(from_host: str, to_host: str) -> None:
     """A claim must move the run to another host, or "exactly one claim applies" means nothing."""
     if from_host == to_host:
         raise ValueError(f"a claim must change the host; both are {from_host!r}")
+
+
+def check_queue_report(queues: QueueReport | None) -> None:
+    """A heartbeat's queue report: counts and ages are never negative."""
+    if queues is None:
+        return
+    if queues.queued < 0:
+        raise ValueError(f"queued must not be negative, not {queues.queued}")
+    ages = {"oldest_queued_age": queues.oldest_queued_age, "last_taken_age": queues.last_taken_age}
+    for name, age in ages.items():
+        if age is not None and not age >= 0.0:  # also refuses NaN
+            raise ValueError(f"{name} must be a non-negative number of seconds, not {age}")
