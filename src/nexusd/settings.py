@@ -353,6 +353,21 @@ class MaintainerSettings:
             "duration",
         ),
     )
+    failed_job_ttl: float = attrs.field(
+        default=300.0,
+        metadata=_doc(
+            "a failed Job (its pods and logs, for kubectl logs) is deleted this long after it "
+            "failed, once its run is terminal; as long as Kubernetes keeps a completed Job",
+            "duration",
+        ),
+    )
+    queue_capacity: int = attrs.field(
+        default=100_000,
+        metadata=_doc(
+            "most run keys waiting to be reconciled (and most grace timers); beyond it wake-ups "
+            "are dropped and the next full pass (interval) catches up"
+        ),
+    )
 
 
 @attrs.frozen

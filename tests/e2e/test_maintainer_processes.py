@@ -158,7 +158,8 @@ async def test_once_does_one_pass_and_says_how_it_went(
                 http, scheduler.url, "failing", request_id, "DEADLINE_EXCEEDED"
             )
     assert result["runErrorMessage"].startswith("Algorithm exceeded its max allowed run time")
-    assert cluster.request_counts[("delete", "jobs", 200)] == 1
+    # the Job has failed: it is kept for `kubectl logs` until maintainer.failed_job_ttl
+    assert cluster.request_counts[("delete", "jobs", 200)] == 0
     # a pass that cannot reach its cluster fails, within maintainer.once_timeout
     broken = tmp_path / "broken.kubeconfig"
     broken.write_text(

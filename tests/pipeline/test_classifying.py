@@ -210,7 +210,7 @@ def golden_pods(data: Obj, key: str = "podsFinal") -> list[Obj]:
             "05a-podfailurepolicy-failjob-exit42.json",
             "job-pod-failure-policy",
             Stage.FAILED,
-            FATAL + "Algorithm encountered a fatal error during execution.",
+            FATAL + "container exited with code 42 (fatal exit code)",
         ),
     ],
 )
@@ -225,7 +225,8 @@ def test_golden_failed_jobs(name: str, rule: str, stage: Stage, cause: str) -> N
         events=data["events"],
         now=T0 + dt.timedelta(seconds=60),
     )
-    assert classify(obs, RULES) == Verdict(rule, stage, cause, failed["message"], True, None)
+    # the Job has already failed: it is kept for `kubectl logs` (the collector removes it)
+    assert classify(obs, RULES) == Verdict(rule, stage, cause, failed["message"], False, None)
 
 
 def test_golden_pod_failure_policy_details_name_the_exit_code() -> None:
@@ -296,7 +297,7 @@ def test_oom_killed_names_the_memory_limit_and_wins_over_the_job_failure() -> No
     obs = observe(at=1, job=job(pfp), pods=[pod(terminated(137, "OOMKilled"), memory="1000Mi")])
     verdict = classify(obs, RULES)
     assert verdict is not None
-    assert (verdict.rule, verdict.stage, verdict.delete_job) == ("oom-killed", Stage.FAILED, True)
+    assert (verdict.rule, verdict.stage, verdict.delete_job) == ("oom-killed", Stage.FAILED, False)
     assert verdict.details.startswith(
         "Algorithm was killed for using more than its memory limit of 1000Mi; "
         "resubmit it with more memory (customConfiguration.computeResources)."
@@ -333,7 +334,7 @@ def test_oom_killed_without_any_limit_says_so() -> None:
             "PodFailurePolicy",
             "job-pod-failure-policy",
             Stage.FAILED,
-            FATAL + "Algorithm encountered a fatal error during execution.",
+            FATAL + "container failed (fatal exit code)",
         ),
         (
             "MaxFailedIndexesExceeded",
@@ -346,7 +347,8 @@ def test_oom_killed_without_any_limit_says_so() -> None:
 @pytest.mark.parametrize("ctype", ["Failed", "FailureTarget"])
 def test_job_failure_reasons(reason: str, rule: str, stage: Stage, cause: str, ctype: str) -> None:
     obs = observe(at=0, job=job(cond(ctype, reason, "the controller's words")))
-    assert classify(obs, RULES) == Verdict(rule, stage, cause, "the controller's words", True, None)
+    verdict = Verdict(rule, stage, cause, "the controller's words", False, None)
+    assert classify(obs, RULES) == verdict
 
 
 def test_invalid_image_name_fails_at_once() -> None:
@@ -513,6 +515,7 @@ def test_default_order() -> None:
         "invalid-image-name",
         "image-pull-failed",
         "missing-secret-or-configmap",
+        "insufficient-resources",
         "unschedulable",
         "job-failed-create",
         "completed-without-report",

@@ -164,9 +164,12 @@ async def test_fatal_exit_code_via_pod_failure_policy(http: httpx.AsyncClient) -
     assert (verdict.rule, verdict.stage, verdict.delete_job) == (
         "job-pod-failure-policy",
         Stage.FAILED,
-        True,
+        False,  # the Job has failed: kept for `kubectl logs`, collected later
     )
-    assert verdict.cause.startswith("Algorithm encountered a fatal error during execution: ")
+    assert verdict.cause == (
+        "Algorithm encountered a fatal error during execution: "
+        "container exited with code 42 (fatal exit code)"
+    )
     assert "failed with exit code 42 matching FailJob rule at index 0" in verdict.details
 
 
@@ -179,7 +182,7 @@ async def test_backoff_limit_exceeded(http: httpx.AsyncClient) -> None:
         Stage.DEADLINE_EXCEEDED,
         DEADLINE,
         "Job has reached the specified backoff limit",
-        True,
+        False,
         None,
     )
 
@@ -203,7 +206,7 @@ async def test_oom_killed_names_the_limit_before_the_backoff_failure(
     job = manifest("oom", annotations={ANNOTATION_OOM: "true"}, container=limits)
     await run_until(http, job, lambda o: job_condition(o, "Failed"))
     verdict = await verdict_of(http, "oom")
-    assert (verdict.rule, verdict.stage, verdict.delete_job) == ("oom-killed", Stage.FAILED, True)
+    assert (verdict.rule, verdict.stage, verdict.delete_job) == ("oom-killed", Stage.FAILED, False)
     assert "memory limit of 1000Mi" in verdict.details
     assert "OOMKilled, exit code 137" in verdict.details
 

@@ -28,6 +28,7 @@ def event(name: str, kind: str, about: str, rv: int) -> dict[str, Any]:
         "metadata": {"name": name, "resourceVersion": str(rv)},
         "involvedObject": {"kind": kind, "name": about},
         "reason": name,
+        "lastTimestamp": f"2026-01-01T00:00:{rv:02d}Z",
     }
 
 

@@ -65,6 +65,9 @@ class ConfigurationCache:
         """Replace every object of `resource` with a fresh list's items."""
         self._objects[resource.plural] = {_name(item): item for item in items if _name(item)}
 
+    def resync(self, resource: Resource) -> None:
+        """The informer's periodic resync: readers look the cache up on demand, nothing to do."""
+
     def apply(self, resource: Resource, event: WatchEvent) -> None:
         """Apply one watch event (BOOKMARK and unknown types change nothing)."""
         name = _name(event.object)

@@ -92,6 +92,9 @@ class NodeCapacity:
         self._nodes = {shape.name: shape for shape in map(NodeShape.of, items)}
         self._changed()
 
+    def resync(self, resource: Resource) -> None:
+        """The informer's periodic resync: nothing changed, so no fit changes either."""
+
     def apply(self, resource: Resource, event: WatchEvent) -> None:
         shape = NodeShape.of(event.object)
         if event.type == "DELETED":

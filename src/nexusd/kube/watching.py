@@ -2,12 +2,19 @@
 
 `run_informer` lists each resource (following `continue` pages), hands the items to the sink,
 reports `started()` only once every initial list is in, then watches each resource from its
-list's resourceVersion:
+list's resourceVersion, with client-go's semantics:
 
 - ADDED / MODIFIED / DELETED go to `sink.apply`; BOOKMARK only moves the resourceVersion;
-- a 410 (`WatchExpired`) re-lists, and so does every `resync_seconds`;
-- transient failures (`KubeUnavailable`: 429, 5xx, broken or silent streams) reconnect after a
-  capped exponential back-off with jitter; the sink keeps what it had meanwhile;
+- a watch that ends (server timeout, `MAX_WATCH_SECONDS`) is reopened from the last
+  resourceVersion seen, with no list;
+- only a 410 (`WatchExpired`: the resourceVersion is too old to resume from) re-lists;
+- every `resync_seconds`, `sink.resync(resource)` replays the sink's own cache (client-go's
+  resync re-delivers the cache, it does not re-list), so a sink can act again on what it holds
+  at no cost to the API server. A caller that repairs drift from a fresh list instead (the
+  template sync, whose caches are small) asks for `relist_on_resync=True`;
+- transient failures (`KubeUnavailable`: 429, 5xx, broken or silent streams) reconnect from the
+  last resourceVersion after a capped exponential back-off with jitter; the sink keeps what it
+  had meanwhile (a version the server no longer has answers 410, which re-lists);
 - any other error (403: RBAC missing, 404: CRD not installed) propagates and stops the mode.
 """
 
@@ -36,16 +43,29 @@ MAX_WATCH_SECONDS: Final = 300
 
 
 class Sink(Protocol):
-    """Where an informer delivers objects. Both calls are synchronous: no I/O under them."""
+    """Where an informer delivers objects. Every call is synchronous: no I/O under them.
+
+    `replace_all` is a (re-)list, `apply` one watch event, and `resync` the periodic resync:
+    nothing new from the server, replay your cache if your consumers want to act again.
+    """
 
     def replace_all(self, resource: Resource, items: list[dict[str, Any]]) -> None: ...
 
     def apply(self, resource: Resource, event: WatchEvent) -> None: ...
 
+    def resync(self, resource: Resource) -> None: ...
 
-def _name(obj: Mapping[str, Any]) -> str:
-    metadata = obj.get("metadata")
+
+def _name(obj: object) -> str:
+    metadata = obj.get("metadata") if isinstance(obj, Mapping) else None
     return str(metadata.get("name") or "") if isinstance(metadata, Mapping) else ""
+
+
+def _version(event: WatchEvent) -> str:
+    """The event's resourceVersion, or "" when the object has none (opaque: never parsed)."""
+    metadata = event.object.get("metadata") if isinstance(event.object, Mapping) else None
+    version = metadata.get("resourceVersion") if isinstance(metadata, Mapping) else None
+    return version if isinstance(version, str) else ""
 
 
 def backoff_delay(attempt: int) -> float:
@@ -121,8 +141,10 @@ class _Watcher:
                 )
                 await trio.sleep(delay)
 
-    async def keep_synced(self, resource_version: str, resync_seconds: float) -> NoReturn:
-        """Watch from `resource_version`; re-list on 410 and every `resync_seconds`."""
+    async def keep_synced(
+        self, resource_version: str, resync_seconds: float, relist_on_resync: bool
+    ) -> NoReturn:
+        """Watch from `resource_version` forever; re-list only on 410, resync every period."""
         plural = self.resource.plural
         watch_seconds = max(1, math.ceil(min(resync_seconds, MAX_WATCH_SECONDS)))
         next_resync = trio.current_time() + resync_seconds
@@ -130,11 +152,16 @@ class _Watcher:
         attempt = 0
         while True:
             try:
-                if must_list or trio.current_time() >= next_resync:
+                if must_list:
                     resource_version = await self.list_into_sink()
                     must_list = False
-                    next_resync = trio.current_time() + resync_seconds
                     attempt = 0
+                if trio.current_time() >= next_resync:
+                    if relist_on_resync:
+                        resource_version = await self.list_into_sink()
+                    else:
+                        self._resync()
+                    next_resync = trio.current_time() + resync_seconds
                 opened = trio.current_time()
                 seen = 0
                 with trio.move_on_at(next_resync):
@@ -147,9 +174,8 @@ class _Watcher:
                     ) as events:
                         async for event in events:
                             seen += 1
-                            logger.debug("%s %s %s", plural, event.type, _name(event.object))
-                            self.sink.apply(self.resource, event)
-                            resource_version = event.resource_version or resource_version
+                            self._deliver(event)
+                            resource_version = _version(event) or resource_version
                 if seen:
                     attempt = 0
                 elif (
@@ -168,6 +194,29 @@ class _Watcher:
                 )
                 await trio.sleep(delay)
 
+    def _deliver(self, event: WatchEvent) -> None:
+        """Hand one event to the sink; an object the sink cannot take is logged and skipped
+        (one malformed or surprising object must not stop the informer)."""
+        logger.debug("%s %s %s", self.resource.plural, event.type, _name(event.object))
+        try:
+            self.sink.apply(self.resource, event)
+        except Exception:
+            logger.exception(
+                "skipping a %s %s event for %r that the cache could not take",
+                event.type,
+                self.resource.kind,
+                _name(event.object),
+            )
+
+    def _resync(self) -> None:
+        logger.debug("resync of %s: replaying the cache", self.resource.plural)
+        try:
+            self.sink.resync(self.resource)
+        except Exception:
+            logger.exception(
+                "the resync of %s failed; the next one tries again", self.resource.plural
+            )
+
 
 async def run_informer(
     *,
@@ -177,6 +226,7 @@ async def run_informer(
     sink: Sink,
     label_selector: str | None = None,
     resync_seconds: float = 30.0,
+    relist_on_resync: bool = False,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """List every resource into `sink`, report started, then keep the sink current forever."""
@@ -197,7 +247,7 @@ async def run_informer(
         task_status.started()
         async with trio.open_nursery() as nursery:
             for watcher, version in zip(watchers, versions, strict=True):
-                nursery.start_soon(watcher.keep_synced, version, resync_seconds)
+                nursery.start_soon(watcher.keep_synced, version, resync_seconds, relist_on_resync)
     finally:
         logger.info("informer for %s in %s stopped", plurals, namespace)
     raise AssertionError("the watch loops never return")  # pragma: no cover

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 from typing import TYPE_CHECKING
 
 import trio
@@ -31,10 +30,11 @@ from nexusd.modes.services import Running, start_services, start_submitter
 from nexusd.pipeline.collecting import Collector
 from nexusd.pipeline.heartbeats import run_heartbeat
 from nexusd.pipeline.maintaining import Maintainer, PassReport
-from nexusd.pipeline.observing import RUN_SELECTOR, ClusterView, RunKey
+from nexusd.pipeline.observing import RUN_SELECTOR, ClusterView
 from nexusd.pipeline.reconciling import Reconciler
 from nexusd.pipeline.recovery import LostRunRecovery
 from nexusd.pipeline.rules import load_rules
+from nexusd.pipeline.waking import RunQueue
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -48,32 +48,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class _Changes:
-    """Runs to reconcile, each queued at most once until it is picked up; `later` queues one
-    again after a rule's grace period (a task per waiting run, sleeping in `nursery`)."""
-
-    def __init__(self, nursery: trio.Nursery) -> None:
-        self.send, self.receive = trio.open_memory_channel[RunKey](math.inf)
-        self.pending: set[RunKey] = set()
-        self.waiting: set[RunKey] = set()
-        self._nursery = nursery
-
-    def __call__(self, key: RunKey) -> None:
-        if key not in self.pending:
-            self.pending.add(key)
-            self.send.send_nowait(key)
-
-    def later(self, key: RunKey, delay: float) -> None:
-        if key not in self.waiting:
-            self.waiting.add(key)
-            self._nursery.start_soon(self._after, key, delay)
-
-    async def _after(self, key: RunKey, delay: float) -> None:
-        await trio.sleep(delay)
-        self.waiting.discard(key)
-        self(key)
-
-
 async def start_maintenance(
     nursery: trio.Nursery,
     *,
@@ -85,8 +59,11 @@ async def start_maintenance(
     watch: bool = True,
 ) -> Maintainer:
     """Start the maintainer's informers, submitters and heartbeat; `watch=False` for --once."""
-    changes = _Changes(nursery)
-    views = {name: ClusterView(shard=name, on_change=changes) for name in shards}
+    queue = RunQueue(capacity=settings.maintainer.queue_capacity)
+    views = {
+        name: ClusterView(shard=name, on_change=queue.add, on_resync=queue.wake_due)
+        for name in shards
+    }
     for name, shard in shards.items():
         for resources, selector in (([JOBS, PODS], RUN_SELECTOR), ([EVENTS], None)):
             await nursery.start(
@@ -124,7 +101,7 @@ async def start_maintenance(
             views=views,
             rules=load_rules(settings.maintainer.rules),
             clock=clock,
-            recheck=changes.later,
+            recheck=queue.later,
         ),
         recovery=LostRunRecovery(
             store=store,
@@ -144,16 +121,16 @@ async def start_maintenance(
             checkpoint_retention=settings.maintainer.checkpoint_retention,
             payload_retention=settings.maintainer.payload_retention,
             job_ttl_slack=settings.maintainer.job_ttl_slack,
+            failed_job_ttl=settings.maintainer.failed_job_ttl,
         ),
         submitters=submitters,
         clock=clock,
         interval=settings.maintainer.interval,
         gc_interval=settings.maintainer.gc_interval,
+        queue=queue,
     )
     if watch:
-        await nursery.start(
-            functools.partial(maintainer.run, changes=changes.receive, pending=changes.pending)
-        )
+        await nursery.start(maintainer.run)
     return maintainer
 
 

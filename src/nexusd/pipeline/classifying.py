@@ -16,6 +16,12 @@ the walk, but its remaining time becomes the verdict's `recheck_after`. The firs
 fires decides. When nothing fires but something is pending, the verdict is a wait
 (`stage=None`) naming the pending rule, so the maintainer knows when to come back.
 
+A rule's `delete_job` deletes a Job that is still active (a pod pending or running, retries to
+come). A Job that has already finished (a `Failed`, `FailureTarget` or `Complete` condition)
+has nothing left to stop, so it is kept: its pods stay, `kubectl logs` can still show why the
+algorithm failed, and the collector (`pipeline/collecting.py`) removes it after
+`maintainer.failed_job_ttl`.
+
 Timestamps are Kubernetes RFC 3339 strings; one that is missing or unparsable counts as "just
 now", so a rule with a grace waits rather than acting on a guess.
 """
@@ -43,6 +49,9 @@ _UNKNOWN = "(unknown)"
 _NO_LIMIT = "(none set)"
 _MISSING_OBJECT = re.compile(r'\b(secret|configmap) "([^"]+)" not found', re.IGNORECASE)
 _MISSING_KEY = re.compile(r"couldn't find key (\S+) in (Secret|ConfigMap) (?:[^/\s]+/)?(\S+)")
+_EXIT_CODE = re.compile(r"\bexit code (\d+)")
+_INSUFFICIENT = re.compile(r"\bInsufficient ([\w./-]+)")
+_FINISHED = frozenset({"Complete", "Failed", "FailureTarget"})
 
 
 @attrs.frozen
@@ -73,7 +82,8 @@ class Verdict:
     details: str
     """algorithm_failure_details: the Kubernetes message, with specifics."""
     delete_job: bool
-    """Delete the Job (propagation Background) after the transition."""
+    """Delete the Job (propagation Background) after the transition: the rule says so and the
+    Job is still active (a finished one is kept for `kubectl logs`, see the module doc)."""
     recheck_after: float | None
     """Seconds until a pending rule's grace is over and the verdict may change; None if none."""
 
@@ -121,9 +131,15 @@ def _verdict(rule: Rule, hit: _Hit, obs: Observation, recheck: float | None) -> 
         stage=rule.stage,
         cause=rule.cause.format_map(values),
         details=rule.message.format_map(values),
-        delete_job=rule.delete_job,
+        delete_job=rule.delete_job and not _finished(obs.job),
         recheck_after=recheck,
     )
+
+
+def _finished(job: JsonObject | None) -> bool:
+    """The Job has failed or completed (or is failing): its pods are stopped or stopping."""
+    conditions = ((job or {}).get("status") or {}).get("conditions") or []
+    return any(c.get("type") in _FINISHED and c.get("status") == "True" for c in conditions)
 
 
 def _elapsed(since: dt.datetime | None, now: dt.datetime) -> float:
@@ -137,9 +153,24 @@ def _oldest_hit(rule: Rule, obs: Observation) -> _Hit | None:
         if obs.checkpoint.lifecycle_stage not in match.run_stages:
             continue
         for hit in _hits(match, obs):
-            if _accepts(match, hit) and (best is None or _earlier(hit.since, best.since)):
+            if not _accepts(match, hit) or _excused(match, hit, obs):
+                continue
+            if best is None or _earlier(hit.since, best.since):
                 best = hit
     return best
+
+
+def _excused(match: Match, hit: _Hit, obs: Observation) -> bool:
+    """The hit's pod has an Event the match names in `unless_event` (say, a scale-up)."""
+    if not match.unless_events or hit.pod is None:
+        return False
+    name = (hit.pod.get("metadata") or {}).get("name")
+    return any(
+        (event.get("involvedObject") or {}).get("kind") == "Pod"
+        and (event.get("involvedObject") or {}).get("name") == name
+        and event.get("reason") in match.unless_events
+        for event in obs.events
+    )
 
 
 def _earlier(a: dt.datetime | None, b: dt.datetime | None) -> bool:
@@ -250,6 +281,9 @@ def _values(rule: Rule, hit: _Hit, obs: Observation) -> dict[str, str]:
         "reason": hit.reason,
         "message": hit.message,
         "exit_code": "" if hit.exit_code is None else str(hit.exit_code),
+        "exit_status": _exit_status(hit, obs),
+        "termination_line": _termination_line(hit, obs),
+        "insufficient": _insufficient(hit.message),
         "memory_limit": _memory_limit(obs, hit),
         "workgroup": obs.workgroup or _UNKNOWN,
         "missing": _missing(hit.message),
@@ -263,6 +297,54 @@ def _values(rule: Rule, hit: _Hit, obs: Observation) -> dict[str, str]:
         "elapsed": str(int(_elapsed(hit.since, obs.now))),
         "grace": str(int(rule.grace)),
     }
+
+
+def _failed_termination(hit: _Hit, obs: Observation) -> JsonObject | None:
+    """The `terminated` state the failure is about: the hit's own, else the latest non-zero
+    exit of a container of the hit's pod (or of any of the Job's pods)."""
+    if hit.exit_code is not None:
+        return {"exitCode": hit.exit_code, "message": hit.message}
+    best: tuple[str, JsonObject] | None = None
+    for pod in [hit.pod] if hit.pod is not None else obs.pods:
+        status = pod.get("status") or {}
+        statuses = (status.get("initContainerStatuses") or []) + (
+            status.get("containerStatuses") or []
+        )
+        for cs in statuses:
+            for holder in (cs.get("state") or {}, cs.get("lastState") or {}):
+                term = holder.get("terminated")
+                if not term or not isinstance(term.get("exitCode"), int) or not term["exitCode"]:
+                    continue
+                when = str(term.get("finishedAt") or "")
+                if best is None or when >= best[0]:
+                    best = (when, term)
+    return None if best is None else best[1]
+
+
+def _exit_status(hit: _Hit, obs: Observation) -> str:
+    """`container exited with code 1`, from the pod, else from the matched message."""
+    term = _failed_termination(hit, obs)
+    if term is not None:
+        return f"container exited with code {term['exitCode']}"
+    found = _EXIT_CODE.search(hit.message)
+    return f"container exited with code {found.group(1)}" if found else "container failed"
+
+
+def _termination_line(hit: _Hit, obs: Observation) -> str:
+    """`: <last line of the container's termination message>`, or "" when it left none."""
+    term = _failed_termination(hit, obs) or {}
+    lines = [line.strip() for line in str(term.get("message") or "").splitlines()]
+    lines = [line for line in lines if line]
+    return f": {lines[-1]}" if lines else ""
+
+
+def _insufficient(message: str) -> str:
+    """`cpu`, `memory`, `cpu and memory`: the resources a FitError says no node has enough of."""
+    found = (str(name).rstrip(".") for name in _INSUFFICIENT.findall(message))
+    names = list(dict.fromkeys(found))
+    if not names:
+        return _UNKNOWN
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _memory_limit(obs: Observation, hit: _Hit) -> str:

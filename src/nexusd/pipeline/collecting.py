@@ -2,6 +2,11 @@
 
 - Finished Jobs still present well past their `ttlSecondsAfterFinished` (the TTL controller is
   off, or was down) are deleted (Background, so their pods go too).
+- Failed Jobs are deleted `failed_job_ttl` after they failed. The maintainer does not delete a
+  Job that has already failed when it fails the run (`pipeline/classifying.py`), so its pods
+  and their logs stay for `kubectl logs` until then (Kubernetes' TTL controller may remove
+  them sooner, at the Job's `ttlSecondsAfterFinished`). A failed Job whose run is not yet
+  terminal is left for the maintainer to classify first.
 - Runs finished longer ago than `checkpoint_retention` (upstream's Cassandra TTL: 30 days) are
   deleted with their submission entries, and their payload and result blobs with them.
 - Payload and result blobs older than `payload_retention` are deleted (for S3 a bucket lifecycle
@@ -21,6 +26,7 @@ import attrs
 
 from nexusd.core.errors import KubeError, KubeNotFound
 from nexusd.kube.client import JOBS
+from nexusd.kube.manifests import LABEL_TEMPLATE_NAME
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -36,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 BATCH = 1000
 DEFAULT_JOB_TTL = 300.0  # nexusd's Jobs carry ttlSecondsAfterFinished 300 (contract §6.4)
+DEFAULT_FAILED_JOB_TTL = DEFAULT_JOB_TTL  # kept as long as a completed Job is
 
 
 @attrs.frozen
@@ -46,10 +53,12 @@ class CollectionReport:
     errors: int
 
 
-def finished_at(job: dict[str, Any]) -> dt.datetime | None:
-    """When a Job reached Complete or Failed, or None while it runs."""
+def finished_at(
+    job: dict[str, Any], types: tuple[str, ...] = ("Complete", "Failed")
+) -> dt.datetime | None:
+    """When a Job reached Complete or Failed (or one of `types`), or None while it runs."""
     for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
+        if condition.get("type") in types and condition.get("status") == "True":
             stamp = condition.get("lastTransitionTime")
             if stamp:
                 return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
@@ -67,6 +76,8 @@ class Collector:
     checkpoint_retention: float
     payload_retention: float
     job_ttl_slack: float
+    failed_job_ttl: float = DEFAULT_FAILED_JOB_TTL
+    """Seconds a failed Job (and its pods, with their logs) is kept after it failed."""
 
     async def collect(self) -> CollectionReport:
         now = self.clock.now()
@@ -92,14 +103,31 @@ class Collector:
             )
         return CollectionReport(jobs=jobs, checkpoints=checkpoints, blobs=blobs, errors=errors)
 
+    def _expired(self, job: dict[str, Any], now: dt.datetime) -> bool:
+        failed = finished_at(job, ("Failed",))
+        if failed is not None:
+            return (now - failed).total_seconds() >= self.failed_job_ttl
+        ended = finished_at(job)
+        ttl = (job.get("spec") or {}).get("ttlSecondsAfterFinished", DEFAULT_JOB_TTL)
+        return ended is not None and (now - ended).total_seconds() >= ttl + self.job_ttl_slack
+
+    async def _run_finished(self, job: dict[str, Any]) -> bool:
+        """A failed Job's run is terminal (or unknown): its verdict no longer needs the Job."""
+        if finished_at(job, ("Failed",)) is None:
+            return True
+        metadata = job.get("metadata") or {}
+        algorithm = (metadata.get("labels") or {}).get(LABEL_TEMPLATE_NAME)
+        if not algorithm:
+            return True
+        run = await self.store.get(algorithm=algorithm, request_id=metadata.get("name", ""))
+        return run is None or run.lifecycle_stage.is_terminal
+
     async def _expired_jobs(self, now: dt.datetime) -> tuple[int, int]:
         deleted = errors = 0
         for name, view in self.views.items():
             shard = self.shards[name]
             for job in view.jobs():
-                ended = finished_at(job)
-                ttl = (job.get("spec") or {}).get("ttlSecondsAfterFinished", DEFAULT_JOB_TTL)
-                if ended is None or (now - ended).total_seconds() < ttl + self.job_ttl_slack:
+                if not self._expired(job, now) or not await self._run_finished(job):
                     continue
                 try:
                     with contextlib.suppress(KubeNotFound):

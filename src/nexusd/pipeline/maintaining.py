@@ -1,11 +1,20 @@
 """Maintaining: the maintainer's loops, and its single pass for `nexusd maintainer --once`.
 
-- React: a run whose Job, pods or events changed (observing.py) is reconciled at once.
-- Sweep every `interval`: every non-terminal run is reconciled (so a missed event never leaves
-  a run stuck), and lost runs are recovered (recovery.py).
+- React: `WORKERS` workers take run keys from the shared `RunQueue` (waking.py: unique,
+  bounded) — woken by the informers when a run's Job, pods or events changed, or when a rule's
+  grace is over — and reconcile each.
+- Sweep every `interval`: every non-terminal run is reconciled (so a missed event, or a key the
+  full queue dropped, never leaves a run stuck), and lost runs are recovered (recovery.py). The
+  sweep claims each key in the same queue, so a run a worker is reconciling is not reconciled
+  twice at once, and a queued one is not done again by a worker right after.
 - Collect every `gc_interval` (collecting.py).
 - Heartbeat (heartbeats.py), so the BUFFERED runs this maintainer claimed are recovered by
   another one if it dies.
+
+Failure isolation: one run's reconcile that fails in any way (a store error, or a malformed or
+surprising Job, Pod or Event the rules trip over) is logged with the run, counted in the
+reconciler's `errors`, and skipped; the next wake-up or sweep tries again. It never ends the
+maintainer. Only cancellation passes through.
 """
 
 from __future__ import annotations
@@ -18,14 +27,15 @@ import trio
 
 from nexusd.core.errors import KubeError, StoreError
 from nexusd.core.lifecycle import Stage
+from nexusd.pipeline.waking import RunQueue
 from nexusd.stores.checkpoints import DEFAULT_PAGE, StaleCursor
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from nexusd.core.clock import Clock
+    from nexusd.core.records import Checkpoint
     from nexusd.pipeline.collecting import CollectionReport, Collector
-    from nexusd.pipeline.observing import RunKey
     from nexusd.pipeline.reconciling import Reconciler
     from nexusd.pipeline.recovery import LostRunRecovery, SweepReport
     from nexusd.pipeline.submitting import Submitter
@@ -35,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 NON_TERMINAL = frozenset({Stage.NEW, Stage.BUFFERED, Stage.RUNNING})
 DRAIN_POLL_INTERVAL = 0.05
+#: Concurrent reconciles from the queue: reconciles are short store writes and, rarely, a Job
+#: deletion (bounded by the shard's throttle); a few overlap store latency.
+WORKERS = 4
 
 
 @attrs.frozen
@@ -55,10 +68,15 @@ class Maintainer:
     clock: Clock
     interval: float
     gc_interval: float
+    queue: RunQueue = attrs.field(factory=RunQueue)
+    workers: int = WORKERS
 
     def statistics(self) -> dict[str, Callable[[], object]]:
         """Snapshots for /readyz: the reconciler and the recovery submitters, by shard."""
-        snapshots: dict[str, Callable[[], object]] = {"reconciler": self.reconciler.statistics}
+        snapshots: dict[str, Callable[[], object]] = {
+            "reconciler": self.reconciler.statistics,
+            "run_queue": self.queue.statistics,
+        }
         for submitter in self.submitters:
             name = submitter.shard.name
             snapshots[f"queue:{name}"] = submitter.queue.statistics
@@ -77,7 +95,7 @@ class Maintainer:
                 stages=NON_TERMINAL, modified_before=now, limit=DEFAULT_PAGE, after=cursor
             )
             for checkpoint in page:
-                await self.reconciler.reconcile(checkpoint)
+                await self._sweep_one(checkpoint)
             reconciled += len(page)
             if len(page) < DEFAULT_PAGE:
                 break
@@ -96,32 +114,35 @@ class Maintainer:
         errors = self.reconciler.errors - errors_before + collection.errors + left
         return PassReport(reconciled=reconciled, sweep=sweep, collection=collection, errors=errors)
 
+    async def _sweep_one(self, checkpoint: Checkpoint) -> None:
+        key = (checkpoint.algorithm, checkpoint.id)
+        if not self.queue.claim(key):
+            return  # a worker has it now, and runs it again after (it is marked dirty)
+        try:
+            await self.reconciler.reconcile_isolated(checkpoint)
+        finally:
+            self.queue.done(key)
+
     async def run(
-        self,
-        *,
-        changes: trio.MemoryReceiveChannel[RunKey],
-        pending: set[RunKey],
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
-        """React to `changes` (each key queued once while in `pending`), sweep, collect."""
+        """Work the queue, sweep, collect."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._react, changes, pending)
+            await nursery.start(self.queue.run_timers)
+            for _ in range(self.workers):
+                nursery.start_soon(self._work)
             nursery.start_soon(self._every, self.interval, self.sweep, "sweep")
             nursery.start_soon(self._every, self.gc_interval, self.collector.collect, "collection")
             task_status.started()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _react(
-        self, changes: trio.MemoryReceiveChannel[RunKey], pending: set[RunKey]
-    ) -> None:
-        async for algorithm, request_id in changes:
-            pending.discard((algorithm, request_id))
+    async def _work(self) -> NoReturn:
+        while True:
+            algorithm, request_id = key = await self.queue.get()
             try:
-                await self.reconciler.reconcile_key(algorithm, request_id)
-            except StoreError:
-                logger.exception(
-                    "reconciling %s/%s failed; the sweep retries", algorithm, request_id
-                )
+                await self.reconciler.reconcile_key_isolated(algorithm, request_id)
+            finally:
+                self.queue.done(key)
 
     async def _every(
         self, period: float, action: Callable[[], Awaitable[object]], what: str

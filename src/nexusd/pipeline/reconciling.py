@@ -7,10 +7,13 @@ conditional transition: BUFFERED -> RUNNING when a pod started; BUFFERED/RUNNING
 SCHEDULING_FAILED or DEADLINE_EXCEEDED with the rule's cause and details, and the Job deleted
 (Background) when the rule says so. The table also covers a RUNNING run whose Job is gone
 (deleted by hand, a lost cluster).
-Failure: a terminal run is never touched (every write is a compare-and-set that refuses to
-leave a terminal stage), so several maintainers, a receiver and a scheduler can act on the
-same run at once and exactly one outcome sticks. API failures of the Job deletion are logged;
-the next pass tries again.
+Failure: `reconcile_isolated` / `reconcile_key_isolated` (what the maintainer's loops call)
+log any error of one run with the run, count it in `errors` and return: a store outage, or a
+malformed or surprising Job, Pod or Event that the rule table trips over, skips that run until
+the next wake-up or sweep and never ends the maintainer. A terminal run is never touched
+(every write is a compare-and-set that refuses to leave a terminal stage), so several
+maintainers, a receiver and a scheduler can act on the same run at once and exactly one
+outcome sticks. API failures of the Job deletion are logged; the next pass tries again.
 """
 
 from __future__ import annotations
@@ -71,6 +74,29 @@ class Reconciler:
         checkpoint = await self.store.get(algorithm=algorithm, request_id=request_id)
         if checkpoint is not None and checkpoint.lifecycle_stage in NON_TERMINAL:
             await self.reconcile(checkpoint)
+
+    async def reconcile_key_isolated(self, algorithm: str, request_id: str) -> None:
+        """`reconcile_key`, with any failure logged and skipped (see module doc)."""
+        try:
+            await self.reconcile_key(algorithm, request_id)
+        except Exception:
+            self._failed(algorithm, request_id)
+
+    async def reconcile_isolated(self, checkpoint: Checkpoint) -> None:
+        """`reconcile`, with any failure logged and skipped (see module doc)."""
+        try:
+            await self.reconcile(checkpoint)
+        except Exception:
+            self._failed(checkpoint.algorithm, checkpoint.id)
+
+    def _failed(self, algorithm: str, request_id: str) -> None:
+        self.errors += 1
+        logger.exception(
+            "reconciling %s/%s failed; skipped until its next wake-up or the sweep",
+            algorithm,
+            request_id,
+            extra={"request_id": request_id, "algorithm": algorithm},
+        )
 
     async def reconcile(self, checkpoint: Checkpoint) -> None:
         """Look at one run's whole state and act on it (level-triggered, idempotent)."""

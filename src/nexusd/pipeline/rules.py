@@ -18,6 +18,7 @@ Schema of one rule::
     stage = "SCHEDULING_FAILED"       # fail: FAILED | SCHEDULING_FAILED | DEADLINE_EXCEEDED
     grace = 120                       # seconds the matched state must have lasted (default 0)
     delete_job = true                 # fail only: delete the Job (propagation Background)
+                                      # if it is still active; a finished Job is kept
     cause = "..."                     # template -> algorithm_failure_cause
     message = "..."                   # template -> algorithm_failure_details
     [rule.match]                      # or [[rule.match]] several times: any of them
@@ -29,6 +30,7 @@ Schema of one rule::
     status = "True"                   # job-condition / pod-condition (default "True")
     kind = "Job"                      # event: involvedObject.kind (omitted = any)
     run_stage = ["RUNNING"]           # optional: only for runs in these stages
+    unless_event = ["TriggeredScaleUp"]  # optional: not for a pod with an Event of these reasons
 """
 
 from __future__ import annotations
@@ -96,6 +98,9 @@ PLACEHOLDERS = frozenset(
         "reason",  # the matched condition/state/Event reason
         "message",  # the matched condition/state/Event message
         "exit_code",  # container-terminated: the exit code
+        "exit_status",  # `container exited with code N` (the failed container, else the message)
+        "termination_line",  # `: <last line of its termination message>`, or "" if none
+        "insufficient",  # FitError: the resources no node has enough of, `cpu and memory`
         "memory_limit",  # the matched container's memory limit (pod spec, else Job template)
         "workgroup",  # Observation.workgroup
         "missing",  # CreateContainerConfigError: `Secret "x"` / `key "k" in ConfigMap "c"`
@@ -111,7 +116,7 @@ PLACEHOLDERS = frozenset(
     }
 )
 
-_COMMON_MATCH_KEYS = frozenset({"source", "reason", "message_regex", "run_stage"})
+_COMMON_MATCH_KEYS = frozenset({"source", "reason", "message_regex", "run_stage", "unless_event"})
 _MATCH_KEYS: dict[Source, frozenset[str]] = {
     Source.JOB_CONDITION: _COMMON_MATCH_KEYS | {"type", "status"},
     Source.POD_CONDITION: _COMMON_MATCH_KEYS | {"type", "status"},
@@ -138,6 +143,8 @@ class Match:
     status: str = "True"
     kind: str = ""
     run_stages: frozenset[Stage] = RUN_STAGES
+    unless_events: frozenset[str] = frozenset()
+    """Event reasons that excuse a pod: a hit about a pod with such an Event is ignored."""
 
 
 @attrs.frozen
@@ -317,6 +324,7 @@ def _match(raw: Any, where: str) -> Match:
         status=_string(raw.get("status", "True"), f"{where}.status"),
         kind=_string(raw.get("kind", ""), f"{where}.kind"),
         run_stages=run_stages or RUN_STAGES,
+        unless_events=frozenset(_strings(raw, "unless_event", where)),
     )
 
 

@@ -62,6 +62,13 @@ class ObjectCache:
         for name in sorted(old.keys() | new.keys()):
             self._on_change(resource, old.get(name), new.get(name))
 
+    def resync(self, resource: Resource) -> None:
+        """The informer's periodic resync: replay every cached object as unchanged (client-go
+        delivers an update with old == new), so the controller looks at each one again."""
+        objects = self._objects[resource.plural]
+        for name in sorted(objects):
+            self._on_change(resource, objects[name], objects[name])
+
     def apply(self, resource: Resource, event: WatchEvent) -> None:
         """One watch event (BOOKMARK changes nothing)."""
         name = name_of(event.object)

@@ -118,6 +118,7 @@ class ControllerSide:
                 namespace=self.settings.namespace,
                 sink=self.cache,
                 resync_seconds=self.settings.resync,
+                relist_on_resync=True,  # drift is repaired from a fresh list
             )
         )
         self.status.controller_synced = True

@@ -126,6 +126,7 @@ class ShardReconciler:
                             sink=self.cache,
                             label_selector=managed_selector(self.settings.alias),
                             resync_seconds=self.settings.resync,
+                            relist_on_resync=True,  # drift is repaired from a fresh list
                         )
                     )
                     self._set_reachable(True, "")
