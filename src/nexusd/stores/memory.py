@@ -66,7 +66,7 @@ def _ordered(checkpoints: Iterable[Checkpoint]) -> list[Checkpoint]:
     return sorted((_detached(cp) for cp in checkpoints), key=_received_order)
 
 
-class MemoryCheckpointStore:
+class MemoryCheckpointStore(rate_budgets.StepBudgets):
     """Runs and submission entries in dicts, with a tag index and a (host, stage) index."""
 
     def __init__(self, *, clock: Clock) -> None:
@@ -316,55 +316,10 @@ class MemoryCheckpointStore:
             del self._payloads[key]
         return len(doomed)
 
-    async def grant_tokens(
-        self,
-        *,
-        shard: str,
-        wanted: int,
-        burst: int,
-        ceiling: float,
-        caller: str,
-        increase: float,
-        successes: int = 0,
-    ) -> TokenGrant:
+    async def _update(self, shard: str, step: rate_budgets.Step) -> TokenGrant:
         await trio.lowlevel.checkpoint()
-        rate_budgets.check_grant(
-            wanted=wanted, burst=burst, ceiling=ceiling, increase=increase, successes=successes
-        )
-        self._budgets[shard], granted = rate_budgets.grant(
-            self._budgets.get(shard),
-            now=self._clock.now().timestamp(),
-            wanted=wanted,
-            burst=burst,
-            ceiling=ceiling,
-            caller=caller,
-            increase=increase,
-            successes=successes,
-        )
-        return granted
-
-    async def cut_rate(
-        self,
-        *,
-        shard: str,
-        burst: int,
-        ceiling: float,
-        caller: str,
-        decrease: float,
-        floor: float,
-    ) -> TokenGrant:
-        await trio.lowlevel.checkpoint()
-        rate_budgets.check_cut(burst=burst, ceiling=ceiling, decrease=decrease, floor=floor)
-        self._budgets[shard], cut = rate_budgets.cut(
-            self._budgets.get(shard),
-            now=self._clock.now().timestamp(),
-            burst=burst,
-            ceiling=ceiling,
-            caller=caller,
-            decrease=decrease,
-            floor=floor,
-        )
-        return cut
+        self._budgets[shard], answer = step(self._budgets.get(shard), self._clock.now().timestamp())
+        return answer
 
     async def hold_identity(self, *, host: str, holder: str) -> None:
         """Nothing to do: a memory store has exactly one process."""

@@ -28,6 +28,7 @@ operation; PostgreSQL runs the same steps as server-side functions (postgres_sch
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import attrs
 
@@ -149,3 +150,68 @@ def cut(
     rate = max(min(floor, state.ceiling), state.rate * decrease)
     state = attrs.evolve(state, tokens=0.0, rate=rate)
     return state, TokenGrant(granted=0, rate=rate, tokens=0.0)
+
+
+#: One atomic step on a shard's stored budget: (state or None, now) -> (new state, answer).
+Step = Callable[[BudgetState | None, float], tuple[BudgetState, TokenGrant]]
+
+
+class StepBudgets:
+    """Mixin for the stores that run these steps in Python (memory, SQLite): `grant_tokens`
+    and `cut_rate` check their arguments and hand the step to `_update`, which applies it to
+    the stored state in one atomic operation at the store clock's `now`."""
+
+    async def _update(self, shard: str, step: Step) -> TokenGrant:
+        raise NotImplementedError
+
+    async def grant_tokens(
+        self,
+        *,
+        shard: str,
+        wanted: int,
+        burst: int,
+        ceiling: float,
+        caller: str,
+        increase: float,
+        successes: int = 0,
+    ) -> TokenGrant:
+        check_grant(
+            wanted=wanted, burst=burst, ceiling=ceiling, increase=increase, successes=successes
+        )
+        return await self._update(
+            shard,
+            lambda state, now: grant(
+                state,
+                now=now,
+                wanted=wanted,
+                burst=burst,
+                ceiling=ceiling,
+                caller=caller,
+                increase=increase,
+                successes=successes,
+            ),
+        )
+
+    async def cut_rate(
+        self,
+        *,
+        shard: str,
+        burst: int,
+        ceiling: float,
+        caller: str,
+        decrease: float,
+        floor: float,
+    ) -> TokenGrant:
+        check_cut(burst=burst, ceiling=ceiling, decrease=decrease, floor=floor)
+        return await self._update(
+            shard,
+            lambda state, now: cut(
+                state,
+                now=now,
+                burst=burst,
+                ceiling=ceiling,
+                caller=caller,
+                decrease=decrease,
+                floor=floor,
+            ),
+        )

@@ -16,80 +16,25 @@ import attrs
 from nexusd.stores import rate_budgets
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     import apsw
 
     from nexusd.core.clock import Clock
-    from nexusd.stores.rate_budgets import BudgetState, TokenGrant
+    from nexusd.stores.rate_budgets import TokenGrant
     from nexusd.stores.sqlite_writer import GroupCommitWriter
-
-    Step = Callable[[BudgetState | None, float], tuple[BudgetState, TokenGrant]]
 
 _FIELDS = "tokens, stamp, rate, ceiling, ceiling_until, ceiling_by"
 _SELECT = f"SELECT {_FIELDS} FROM rate_budgets WHERE shard = ?"
 _UPSERT = f"INSERT OR REPLACE INTO rate_budgets (shard, {_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
-class SqliteBudgets:
-    """Mixin: `grant_tokens` and `cut_rate` over `_writer` and `_clock`."""
+class SqliteBudgets(rate_budgets.StepBudgets):
+    """Mixin: `grant_tokens` and `cut_rate` (rate_budgets.StepBudgets) over `_writer` and
+    `_clock`."""
 
     _writer: GroupCommitWriter
     _clock: Clock
 
-    async def grant_tokens(
-        self,
-        *,
-        shard: str,
-        wanted: int,
-        burst: int,
-        ceiling: float,
-        caller: str,
-        increase: float,
-        successes: int = 0,
-    ) -> TokenGrant:
-        rate_budgets.check_grant(
-            wanted=wanted, burst=burst, ceiling=ceiling, increase=increase, successes=successes
-        )
-        return await self._update(
-            shard,
-            lambda state, now: rate_budgets.grant(
-                state,
-                now=now,
-                wanted=wanted,
-                burst=burst,
-                ceiling=ceiling,
-                caller=caller,
-                increase=increase,
-                successes=successes,
-            ),
-        )
-
-    async def cut_rate(
-        self,
-        *,
-        shard: str,
-        burst: int,
-        ceiling: float,
-        caller: str,
-        decrease: float,
-        floor: float,
-    ) -> TokenGrant:
-        rate_budgets.check_cut(burst=burst, ceiling=ceiling, decrease=decrease, floor=floor)
-        return await self._update(
-            shard,
-            lambda state, now: rate_budgets.cut(
-                state,
-                now=now,
-                burst=burst,
-                ceiling=ceiling,
-                caller=caller,
-                decrease=decrease,
-                floor=floor,
-            ),
-        )
-
-    async def _update(self, shard: str, step: Step) -> TokenGrant:
+    async def _update(self, shard: str, step: rate_budgets.Step) -> TokenGrant:
         clock = self._clock
 
         def apply(connection: apsw.Connection) -> TokenGrant:
