@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from typing import TYPE_CHECKING
 
 import pytest
 
 from nexusd.cli import build_parser, main, settings_from_args
 from nexusd.core.errors import ConfigError
+from nexusd.settings_toml import render
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -19,8 +21,44 @@ if TYPE_CHECKING:
 def test_help_lists_only_working_modes(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for mode in ("scheduler", "receiver", "maintainer", "supervisor", "controller", "dev", "store"):
+    modes = ("scheduler", "receiver", "maintainer", "supervisor", "controller", "dev", "store")
+    for mode in (*modes, "config"):
         assert mode in out
+
+
+@pytest.mark.parametrize(
+    ("mode", "shown"),
+    [
+        ("dev", '--host VALUE address to bind (default: "127.0.0.1"; env NEXUS__HTTP__HOST)'),
+        ("scheduler", '--host VALUE address to bind (default: "0.0.0.0"; env NEXUS__HTTP__HOST)'),
+        ("maintainer", "--port VALUE TCP port of the HTTP API (default: 8080; env"),
+        ("store", "--dsn VALUE PostgreSQL connection string (with store.kind = postgres)"),
+    ],
+)
+def test_mode_help_describes_it_and_shows_each_flags_default(
+    mode: str, shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([mode, "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps at the terminal width
+    assert shown in out
+    assert out.count("(default: ") >= 3
+
+
+def test_config_prints_the_settings_a_mode_runs_with(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEXUS__SUBMISSION__RATE", "7")
+    file = tmp_path / "nexusd.toml"
+    file.write_text("[http]\nport = 9000\n")
+    assert main(["config", "dev", "--config", str(file)]) == 0
+    printed = tomllib.loads(capsys.readouterr().out)
+    assert printed["http"] == {**printed["http"], "host": "127.0.0.1", "port": 9000}
+    assert printed["submission"]["rate"] == 7.0
+    # what it prints loads back to the same settings
+    again = tmp_path / "again.toml"
+    again.write_text(render(settings_from_args(build_parser().parse_args(["config", "dev"]))))
+    assert main(["config", "--config", str(again)]) == 0
+    assert tomllib.loads(capsys.readouterr().out)["http"]["host"] == "127.0.0.1"
 
 
 def test_controller_takes_upstream_variables_below_its_own() -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from nexusd.core.errors import ConfigError
 from nexusd.settings import Settings, describe, load_settings
+from nexusd.settings_toml import render
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "nexusd.example.toml"
 
@@ -91,5 +92,6 @@ def test_example_file_documents_every_key_with_its_default() -> None:
     for _, _, _, env, doc in describe():
         assert f"Env: {env}" in text
         assert doc in text
-    # loading the example gives exactly the defaults
+    # loading the example gives exactly the defaults, and it is what `nexusd config` prints
     assert load_settings(toml_path=EXAMPLE, environ={}) == Settings()
+    assert text == render(Settings()), "regenerate it: nexusd config > " + str(EXAMPLE)

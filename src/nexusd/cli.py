@@ -7,6 +7,7 @@
                        kept in every shard cluster
     nexusd dev         scheduler + receiver + maintainer + embedded Kubernetes in one process
     nexusd store       create or migrate the checkpoint store's schema
+    nexusd config      print the settings a mode runs with, as TOML
 
 Exit codes: 0 after a clean stop, 1 when a mode fails at run time, 2 for bad settings or usage.
 """
@@ -26,7 +27,8 @@ import trio
 from nexusd import __version__
 from nexusd.core.errors import ConfigError, NexusdError
 from nexusd.logs import configure_logging
-from nexusd.settings import Settings, load_settings
+from nexusd.settings import Settings, describe, load_settings
+from nexusd.settings_toml import format_value, render
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -77,9 +79,28 @@ UPSTREAM_CONTROLLER_ENV = {
 }
 
 
-def _add_flags(parser: argparse.ArgumentParser, flags: list[tuple[str, str, str]]) -> None:
+def _add_flags(
+    parser: argparse.ArgumentParser, flags: list[tuple[str, str, str]], mode: str = ""
+) -> None:
+    """Each flag's help ends with the default the mode runs with and the environment name."""
+    defaults = {f"{section}.{key}": (default, env) for section, key, default, env, _ in describe()}
     for flag, key, text in flags:
-        parser.add_argument(flag, dest=f"set:{key}", default=None, metavar="VALUE", help=text)
+        default, env = defaults[key]
+        default = MODE_DEFAULTS.get(mode, {}).get(key, default)
+        shown = "none" if default in (None, "") else format_value(key, default)
+        parser.add_argument(
+            flag,
+            dest=f"set:{key}",
+            default=None,
+            metavar="VALUE",
+            help=f"{text} (default: {shown}; env {env})",
+        )
+
+
+def _add_mode(
+    modes: Any, name: str, text: str, common: argparse.ArgumentParser, **kwargs: Any
+) -> argparse.ArgumentParser:
+    return modes.add_parser(name, parents=[common], help=text, description=text, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,48 +111,63 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nexusd {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--config", type=Path, default=None, help="TOML settings file (see config/)"
+        "--config", type=Path, default=None, help="TOML settings file (default: none; see config/)"
     )
     _add_flags(common, _COMMON_FLAGS)
     modes = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
-    scheduler = modes.add_parser(
-        "scheduler", parents=[common], help="public API, buffering, queue and Job submission"
+    scheduler = _add_mode(
+        modes, "scheduler", "public API, buffering, queue and Job submission", common
     )
-    _add_flags(scheduler, _HTTP_FLAGS + _KUBE_FLAGS + _STORE_FLAGS[1:])
-    receiver = modes.add_parser(
-        "receiver", parents=[common], help="completion API for algorithm containers"
-    )
-    _add_flags(receiver, _HTTP_FLAGS + _STORE_FLAGS[1:])
-    maintainer = modes.add_parser(
+    _add_flags(scheduler, _HTTP_FLAGS + _KUBE_FLAGS + _STORE_FLAGS[1:], "scheduler")
+    receiver = _add_mode(modes, "receiver", "completion API for algorithm containers", common)
+    _add_flags(receiver, _HTTP_FLAGS + _STORE_FLAGS[1:], "receiver")
+    maintainer = _add_mode(
+        modes,
         "maintainer",
+        "reconcile runs with their Jobs, recover lost runs, collect garbage",
+        common,
         aliases=["supervisor"],
-        parents=[common],
-        help="reconcile runs with their Jobs, recover lost runs, collect garbage",
     )
     maintainer.add_argument(
         "--once",
         action="store_true",
         help="one pass, then exit (0, or 1 if an action failed): for a CronJob or timer",
     )
-    _add_flags(maintainer, _HTTP_FLAGS + _KUBE_FLAGS + _STORE_FLAGS[1:])
-    controller = modes.add_parser(
+    _add_flags(maintainer, _HTTP_FLAGS + _KUBE_FLAGS + _STORE_FLAGS[1:], "maintainer")
+    controller = _add_mode(
+        modes,
         "controller",
-        parents=[common],
-        help="configuration controller: templates, workgroups, Secrets and ConfigMaps kept in "
+        "configuration controller: templates, workgroups, Secrets and ConfigMaps kept in "
         "every shard",
+        common,
     )
-    _add_flags(controller, _HTTP_FLAGS[:2] + _KUBE_FLAGS + _CONTROLLER_FLAGS)
-    dev = modes.add_parser(
+    _add_flags(controller, _HTTP_FLAGS[:2] + _KUBE_FLAGS + _CONTROLLER_FLAGS, "controller")
+    dev = _add_mode(
+        modes,
         "dev",
-        parents=[common],
-        help="scheduler + receiver + maintainer + embedded Kubernetes in one process",
+        "scheduler + receiver + maintainer + embedded Kubernetes in one process",
+        common,
     )
-    _add_flags(dev, _HTTP_FLAGS + _DEV_FLAGS)
-    store = modes.add_parser(
-        "store", parents=[common], help="create (init) or upgrade (migrate) the store's schema"
+    _add_flags(dev, _HTTP_FLAGS + _DEV_FLAGS, "dev")
+    store = _add_mode(
+        modes, "store", "create (init) or upgrade (migrate) the store's schema", common
     )
     store.add_argument("action", choices=["init", "migrate"])
-    _add_flags(store, _STORE_FLAGS)
+    _add_flags(store, _STORE_FLAGS, "store")
+    config = _add_mode(
+        modes,
+        "config",
+        "print the settings a mode runs with (defaults < --config file < NEXUS__ environment) "
+        "as TOML; with no mode, the built-in defaults: config/nexusd.example.toml",
+        common,
+    )
+    config.add_argument(
+        "for_mode",
+        nargs="?",
+        choices=sorted(MODE_DEFAULTS.keys() | {"scheduler", "receiver", "controller"}),
+        metavar="MODE",
+        help="the mode whose own defaults apply (default: none)",
+    )
     return parser
 
 
@@ -161,7 +197,7 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None 
     return load_settings(
         toml_path=args.config,
         environ=environ,
-        defaults=MODE_DEFAULTS.get(args.mode, {}),
+        defaults=MODE_DEFAULTS.get(getattr(args, "for_mode", None) or args.mode, {}),
         overrides=flags,
     )
 
@@ -177,6 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"nexusd: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.mode == "config":
+        sys.stdout.write(render(settings))
+        return EXIT_OK
     configure_logging(level=settings.logging.level, fmt=settings.logging.format, mode=args.mode)
     from nexusd.modes import maintainer, run_mode, store  # imported late: CLI errors stay fast
 
