@@ -98,7 +98,11 @@ def _add_flags(
 
 
 def _add_mode(
-    modes: Any, name: str, text: str, common: argparse.ArgumentParser, **kwargs: Any
+    modes: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    text: str,
+    common: argparse.ArgumentParser,
+    **kwargs: Any,
 ) -> argparse.ArgumentParser:
     return modes.add_parser(name, parents=[common], help=text, description=text, **kwargs)
 
