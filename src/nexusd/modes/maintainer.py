@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import time
 from typing import TYPE_CHECKING
 
+import attrs
 import trio
 
 from nexusd.core.clock import SystemClock
@@ -151,13 +153,22 @@ async def _open(
 async def run(
     settings: Settings, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """The long-running maintainer, with /healthz and /readyz (its counters) for probes."""
+    """The long-running maintainer, with /healthz and /readyz (its counters) for probes.
+
+    HTTP comes up first: loading the caches of a big cluster takes a while (its first lists),
+    and a liveness probe that cannot connect meanwhile would restart the pod forever. /readyz
+    answers 503 until the caches are loaded and the first sweep has started.
+    """
     async with (
         open_foundation(settings) as foundation,
         open_shards(settings) as shards,
         trio.open_nursery() as nursery,
     ):
         await hold_identity(foundation.store, settings, "maintainer")
+        running = await start_services(
+            nursery, foundation, shards={}, scheduler=False, receiver=False
+        )
+        running.context.not_ready = lambda: ["the informer caches are loading"]
         maintainer = await start_maintenance(
             nursery,
             settings=settings,
@@ -166,10 +177,8 @@ async def run(
             payloads=foundation.payloads,
             shards=shards,
         )
-        running = await start_services(
-            nursery, foundation, shards={}, scheduler=False, receiver=False
-        )
         running.context.statistics.update(maintainer.statistics())
+        running.context.not_ready = list
         task_status.started(running)
 
 
@@ -188,6 +197,7 @@ async def run_once(settings: Settings) -> PassReport:
 async def _pass(settings: Settings) -> PassReport:
     async with _open(settings) as (clock, store, payloads, shards), trio.open_nursery() as nursery:
         await hold_identity(store, settings, "maintainer --once")
+        began = time.process_time()
         maintainer = await start_maintenance(
             nursery,
             settings=settings,
@@ -197,9 +207,10 @@ async def _pass(settings: Settings) -> PassReport:
             shards=shards,
             watch=False,
         )
+        caches = time.process_time() - began
         report = await maintainer.once(drain_timeout=settings.shutdown.grace)
         nursery.cancel_scope.cancel()
-    return report
+    return attrs.evolve(report, cpu={"caches": caches, **report.cpu})
 
 
 def describe(report: PassReport) -> str:
@@ -215,5 +226,6 @@ def describe(report: PassReport) -> str:
         f"reconciled {report.reconciled} runs; dead schedulers: "
         f"{', '.join(report.sweep.dead_hosts) or 'none'}; resubmitted "
         f"{report.sweep.resubmitted}, lost {report.sweep.lost}; collected {collected}; "
-        f"{report.errors} errors"
+        f"{report.errors} errors; CPU "
+        + ", ".join(f"{phase} {seconds:.2f}s" for phase, seconds in report.cpu.items())
     )
