@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from nexusd.kube.client import EVENTS, JOBS, PODS, WatchEvent
-from nexusd.pipeline.observing import ClusterView
+from nexusd.pipeline.observing import ROUTINE_EVENT_REASONS, ClusterView, event_selector
+from nexusd.pipeline.rules import default_rules, parse_rules
 
 LABELS = {
     "science.sneaksanddata.com/algorithm-template-name": "algo",
@@ -71,3 +72,35 @@ def test_a_deleted_job_takes_its_events_along() -> None:
     assert view.job("run-1") is None
     assert view.events("run-1") == []
     assert [e["reason"] for e in view.events("run-2")] == ["c"]
+
+
+def test_only_events_a_rule_looks_at_wake_their_run() -> None:
+    woken: list[tuple[str, str]] = []
+    view = ClusterView(shard="dev", on_change=woken.append, event_reasons=frozenset({"Started"}))
+    view.replace_all(JOBS, [job("run-1")])
+    view.replace_all(PODS, [pod("run-1-abcde", "run-1")])
+    view.synced = True
+    view.apply(EVENTS, WatchEvent("ADDED", event("Pulled", "Pod", "run-1-abcde", 5)))
+    assert woken == []  # kept for the next reconcile, but it cannot change a verdict
+    assert [e["reason"] for e in view.events("run-1")] == ["Pulled"]
+    view.apply(EVENTS, WatchEvent("ADDED", event("Started", "Pod", "run-1-abcde", 6)))
+    assert woken == [("algo", "run-1")]
+
+
+def test_the_event_watch_leaves_out_routine_reasons_no_rule_uses() -> None:
+    reasons = default_rules().event_reasons()
+    assert reasons is not None
+    assert {"FailedCreate", "Started", "TriggeredScaleUp"} <= reasons
+    selector = event_selector(reasons)
+    assert selector is not None
+    left_out = {term.removeprefix("reason!=") for term in selector.split(",")}
+    assert left_out == set(ROUTINE_EVENT_REASONS) - reasons
+    assert "Scheduled" in left_out
+    assert "Started" not in left_out  # the pod-started rule looks at it
+    # a table with an event match of any reason needs every Event
+    any_reason = parse_rules(
+        '[[rule]]\nname = "x"\naction = "fail"\nstage = "FAILED"\ncause = "c"\n'
+        '[rule.match]\nsource = "event"\n'
+    )
+    assert any_reason.event_reasons() is None
+    assert event_selector(None) is None

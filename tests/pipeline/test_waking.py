@@ -107,3 +107,23 @@ async def test_wake_due_queues_only_runs_whose_grace_is_over(
     assert queue.wake_due() == 1
     assert len(queue) == 1
     assert await queue.get() == A
+
+
+async def test_a_burst_of_changes_within_the_wake_delay_is_one_reconcile(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """How the maintainer wakes a run (`maintainer.wake_delay`): every change asks for the
+    run in `delay`; the first request of a burst stands for the whole burst."""
+    queue = RunQueue(capacity=10)
+    await nursery.start(queue.run_timers)
+    start = trio.current_time()
+    for _ in range(10):  # a pod starting: ten watch events in 0.9 s
+        queue.later(A, 1.0)
+        await trio.sleep(0.09)
+    assert await queue.get() == A
+    assert trio.current_time() - start == pytest.approx(1.0)
+    queue.done(A)
+    assert len(queue) == 0
+    assert queue.statistics().waiting == 0
+    queue.later(A, 1.0)  # a change after the reconcile: another one
+    assert await queue.get() == A

@@ -52,6 +52,32 @@ ObjectRef = tuple[str, str]  # (kind, name) of an Event's involvedObject
 
 _NEVER = dt.datetime.min.replace(tzinfo=dt.UTC)
 
+#: Reasons of the routine Events of every run (Job controller, scheduler, kubelet): a few per
+#: run, they are most of a namespace's Events. No default rule looks at them (`Started` only
+#: for a BUFFERED run), so the maintainer's Event watch leaves them out (`event_selector`).
+ROUTINE_EVENT_REASONS: Final = (
+    "SuccessfulCreate",
+    "SuccessfulDelete",
+    "Completed",
+    "Scheduled",
+    "Pulling",
+    "Pulled",
+    "Created",
+    "Started",
+    "Killing",
+)
+
+
+def event_selector(reasons: frozenset[str] | None) -> str | None:
+    """The field selector of the Event watch: every Event but the routine ones no rule of
+    the table looks at (`RuleTable.event_reasons`; None = the rules look at any reason, so
+    every Event). Fewer watch events per run, and a cache that holds the Events that can
+    change a verdict, not a namespace's history."""
+    if reasons is None:
+        return None
+    left_out = [reason for reason in ROUTINE_EVENT_REASONS if reason not in reasons]
+    return ",".join(f"reason!={reason}" for reason in left_out) or None
+
 
 def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
@@ -110,10 +136,14 @@ class ClusterView:
         shard: str,
         on_change: Callable[[RunKey], object],
         on_resync: Callable[[], object] | None = None,
+        event_reasons: frozenset[str] | None = None,
     ) -> None:
         self.shard = shard
         self._on_change = on_change
         self._on_resync = on_resync
+        #: Events of these reasons wake their run (None: every reason); the others are only
+        #: kept for the reconcile something else wakes (`RuleTable.event_reasons`)
+        self._event_reasons = event_reasons
         self._jobs: dict[str, Obj] = {}
         self._pods: dict[str, Obj] = {}
         self._pod_run: dict[str, str] = {}  # pod name -> the run it was indexed under
@@ -190,7 +220,7 @@ class ClusterView:
         elif resource == EVENTS:
             if deleted:
                 self._drop_event(_name(obj))
-            elif self._put_event(obj):
+            elif self._put_event(obj) and self._wakes(obj):
                 self._changed_event(obj)
 
     def resync(self, resource: Resource) -> None:
@@ -319,6 +349,9 @@ class ClusterView:
 
     def _changed_job(self, job: Obj) -> None:
         self._notify(_labels(job).get(ALGORITHM_LABEL, ""), _name(job))
+
+    def _wakes(self, event: Obj) -> bool:
+        return self._event_reasons is None or _text(event.get("reason")) in self._event_reasons
 
     def _changed_event(self, event: Obj) -> None:
         kind, name = _involved(event)

@@ -170,6 +170,20 @@ class RuleTable:
     def names(self) -> list[str]:
         return [rule.name for rule in self.rules]
 
+    def event_reasons(self) -> frozenset[str] | None:
+        """The Event reasons any rule looks at (its event matches and `unless_event`s); None
+        when some event match takes any reason. An Event of another reason cannot change a
+        verdict, so it need not wake its run."""
+        reasons: set[str] = set()
+        for rule in self.rules:
+            for match in rule.matches:
+                reasons |= match.unless_events
+                if match.source is Source.EVENT:
+                    if not match.reasons:
+                        return None
+                    reasons |= match.reasons
+        return frozenset(reasons)
+
     def with_graces(self, graces: Mapping[str, float]) -> RuleTable:
         """A copy with some rules' grace replaced (settings override the table's numbers)."""
         known = set(self.names())
