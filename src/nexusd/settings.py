@@ -74,6 +74,13 @@ class HttpSettings:
         default=1000,
         metadata=_doc("most runs one POST /algorithm/batch/{alg} request may carry (else 413)"),
     )
+    max_idempotency_key: int = attrs.field(
+        default=255,
+        metadata=_doc(
+            "longest Idempotency-Key header, in characters, the latest API's run and batch "
+            "routes accept (else 400)"
+        ),
+    )
     keep_alive_timeout: float = attrs.field(
         default=75.0,
         metadata=_doc(
@@ -81,6 +88,13 @@ class HttpSettings:
             "theirs (httpx 5 s, aiohttp 15 s), so a client never sends a request on a "
             "connection the server is closing that moment",
             "duration",
+        ),
+    )
+    access_log: bool = attrs.field(
+        default=True,
+        metadata=_doc(
+            "log one line per request (method, path, status, duration, run, client) at INFO "
+            "on the nexusd.access logger"
         ),
     )
 
@@ -368,6 +382,14 @@ class MaintainerSettings:
             "are dropped and the next full pass (interval) catches up"
         ),
     )
+    wake_delay: float = attrs.field(
+        default=1.0,
+        metadata=_doc(
+            "how long after a change to a run's Job, pods or Events it is reconciled: the "
+            "changes of that time are one reconcile (a pod's start is about ten watch events)",
+            "duration",
+        ),
+    )
 
 
 @attrs.frozen
@@ -469,6 +491,95 @@ class ElectionSettings:
 
 
 @attrs.frozen
+class AuthSettings:
+    """Bearer tokens for the public API (off unless `token_file` or `jwks` is set) and the
+    runs' completion tokens (on unless `completion_tokens` is false). See README "Access
+    control"."""
+
+    token_file: Path | None = attrs.field(
+        default=None,
+        metadata=_doc(
+            "static bearer tokens, one per line as `<token> [name]` (# comments); re-read "
+            "when it changes; empty = none",
+            "path",
+        ),
+    )
+    jwks: str = attrs.field(
+        default="",
+        metadata=_doc(
+            "JWKS of the OIDC issuer whose JWTs are accepted: an https:// URL or a file; "
+            "empty = no JWTs"
+        ),
+    )
+    issuer: str = attrs.field(
+        default="", metadata=_doc("required `iss` of accepted JWTs (required with jwks)")
+    )
+    audience: str = attrs.field(
+        default="", metadata=_doc("required `aud` of accepted JWTs (required with jwks)")
+    )
+    algorithms: str = attrs.field(
+        default="RS256,ES256",
+        metadata=_doc(
+            "JWT signature algorithms accepted, comma-separated (asymmetric only: RS*, PS*, "
+            "ES*, EdDSA)"
+        ),
+    )
+    clock_skew: float = attrs.field(
+        default=30.0,
+        metadata=_doc("leeway on a JWT's exp, nbf and iat for clocks that disagree", "duration"),
+    )
+    required_scope: str = attrs.field(
+        default="",
+        metadata=_doc(
+            "a scope every JWT must carry (`scope` or `scp` claim), else 403; empty = any JWT"
+        ),
+    )
+    jwks_refresh: float = attrs.field(
+        default=300.0, metadata=_doc("how often the JWKS is fetched (or read) again", "duration")
+    )
+    jwks_min_refresh: float = attrs.field(
+        default=30.0,
+        metadata=_doc(
+            "shortest time between two JWKS fetches that a token with an unknown key `kid` "
+            "triggers (keys rotated at the issuer)",
+            "duration",
+        ),
+    )
+    jwks_timeout: float = attrs.field(
+        default=10.0, metadata=_doc("timeout of one JWKS fetch", "duration")
+    )
+    completion_tokens: bool = attrs.field(
+        default=True,
+        metadata=_doc(
+            "put each run's completion token in its pod's receiver URL, and accept a "
+            "completion only with it (403 otherwise); false for receivers fronted by "
+            "something else. Schedulers and receivers must agree"
+        ),
+    )
+    completion_key_file: Path | None = attrs.field(
+        default=None,
+        metadata=_doc(
+            "HMAC key of the completion tokens, shared by schedulers and receivers (made if "
+            "missing); empty = the URL key, payloads.sign_key_file",
+            "path",
+        ),
+    )
+
+
+@attrs.frozen
+class ReceiverSettings:
+    url: str = attrs.field(
+        default="",
+        metadata=_doc(
+            "base URL the runs' pods report completions to, given them as "
+            "NEXUS__CLIENT__RECEIVER with the run's token path appended (replacing a "
+            "template's own value); empty = in nexusd dev the dev process, elsewhere each "
+            "template's own NEXUS__CLIENT__RECEIVER with the token appended"
+        ),
+    )
+
+
+@attrs.frozen
 class Settings:
     http: HttpSettings = HttpSettings()
     node: NodeSettings = NodeSettings()
@@ -485,6 +596,8 @@ class Settings:
     dev: DevSettings = DevSettings()
     controller: ControllerSettings = ControllerSettings()
     election: ElectionSettings = ElectionSettings()
+    auth: AuthSettings = AuthSettings()
+    receiver: ReceiverSettings = ReceiverSettings()
 
     # Derived values, so no caller re-implements the "empty = ..." rules.
     @property
@@ -502,6 +615,10 @@ class Settings:
     @property
     def sign_key_file(self) -> Path:
         return self.payloads.sign_key_file or self.data.dir / "url.key"
+
+    @property
+    def completion_key_file(self) -> Path:
+        return self.auth.completion_key_file or self.sign_key_file
 
 
 _CHOICES = re.compile(r"^[A-Za-z]+(\|[A-Za-z]+)*$")

@@ -42,6 +42,8 @@ TITLES = {
     "dev": "nexusd dev only",
     "controller": "nexusd controller: the configuration controller",
     "election": "leader election of nexusd controller replicas",
+    "auth": "access control: bearer tokens for the API, completion tokens for the runs",
+    "receiver": "where the runs' pods report completions",
 }
 
 _SIZE_UNITS = (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10))

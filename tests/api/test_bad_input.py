@@ -754,7 +754,14 @@ async def test_bad_completion_bodies_are_400_and_change_nothing(
     response = await http.post(f"{nexus.url}{RUN}/slow", json={"algorithmParameters": {}})
     request_id = response.json()["requestId"]
     await wait_for_stage(http, nexus.url, "slow", request_id, "RUNNING")
-    complete = f"{nexus.url}/algorithm/v1/complete/slow/requests/{request_id}"
+    assert nexus.cluster is not None  # report as the pod would: to its receiver URL
+    job = await http.get(f"{nexus.cluster.url}/apis/batch/v1/namespaces/nexus/jobs/{request_id}")
+    env = {
+        e["name"]: e["value"]
+        for e in job.json()["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    receiver = env["NEXUS__CLIENT__RECEIVER"]
+    complete = f"{receiver}/algorithm/v1/complete/slow/requests/{request_id}"
     for body, message in [
         (nested(5000), "Submitted result is invalid: a nests too deeply to be parsed"),
         (nested(5000, "["), "Submitted result is invalid: body nests too deeply to be parsed"),
@@ -776,7 +783,7 @@ async def test_bad_completion_bodies_are_400_and_change_nothing(
         assert answer.headers["content-type"].startswith("text/plain")
         assert message in answer.text, (body[:60], answer.text[:300])
         # nothing was recorded: the run still waits for its report
-        check = await http.get(f"{nexus.url}/algorithm/v1/check/slow/requests/{request_id}")
+        check = await http.get(f"{receiver}/algorithm/v1/check/slow/requests/{request_id}")
         assert check.json() == {"is_processed": False}
     done = await http.post(complete, json={"resultUri": "", "errorCause": "", "errorDetails": ""})
     assert done.status_code == 202

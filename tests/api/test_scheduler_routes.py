@@ -198,7 +198,7 @@ async def test_buffer_route_serves_the_job_manifest_as_text(
     }
     assert env["NEXUS__ALGORITHM_NAME"] == "slow"
     assert env["NEXUS__SHARD_NAME"] == "dev"
-    assert env["NEXUS__RESULT_UPLOAD_URL"].startswith(f"{nexus.url}/data/v1/results/slow/")
+    assert env["NEXUS__RESULT_UPLOAD_URL"] == "<redacted>"  # only the pod may upload (issue 12)
 
 
 async def test_dry_run_completes_without_a_job(nexus: Running, http: httpx.AsyncClient) -> None:
@@ -344,8 +344,12 @@ async def test_completion_is_idempotent_and_checkable(
     nexus: Running, http: httpx.AsyncClient
 ) -> None:
     request_id = await submit(http, nexus, "slow", {"algorithmParameters": {}})
-    complete = f"{nexus.url}/algorithm/v1/complete/slow/requests/{request_id}"
-    check = f"{nexus.url}/algorithm/v1/check/slow/requests/{request_id}"
+    await wait_for_stage(http, nexus.url, "slow", request_id, "RUNNING")
+    job = (await job_of(nexus, http, request_id)).json()  # report as the pod would
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    receiver = env["NEXUS__CLIENT__RECEIVER"]
+    complete = f"{receiver}/algorithm/v1/complete/slow/requests/{request_id}"
+    check = f"{receiver}/algorithm/v1/check/slow/requests/{request_id}"
     assert (await http.get(check)).json() == {"is_processed": False}
     done = await http.post(
         complete,
@@ -355,11 +359,12 @@ async def test_completion_is_idempotent_and_checkable(
     late = await http.post(
         complete, json={"resultUri": "", "errorCause": "boom", "errorDetails": ""}
     )
-    assert late.status_code == 202
+    assert late.status_code == 409  # a different report for a finished run: not recorded
     result = await wait_for_stage(http, nexus.url, "slow", request_id, "COMPLETED")
     assert result["resultUri"] == "https://example.test/r.json"
     assert (await http.get(check)).json() == {"is_processed": True}
-    assert (await http.post(complete.replace(request_id, "nope"), json={})).status_code == 404
+    # another run's URL with this run's token
+    assert (await http.post(complete.replace(request_id, "nope"), json={})).status_code == 403
     bad = await http.post(complete, content=b"[")
     assert bad.status_code == 400
     assert bad.text.startswith("Submitted result is invalid")

@@ -245,13 +245,15 @@ async def test_every_outcome_ends_as_the_table_says(
 async def test_a_finished_run_is_never_touched(nexus: Running, http: httpx.AsyncClient) -> None:
     request_id = await submit(http, nexus.url, "reported-then-failed")
     await wait_for_stage(http, nexus.url, "reported-then-failed", request_id, "RUNNING")
-    done = await http.post(
-        f"{nexus.url}/algorithm/v1/complete/reported-then-failed/requests/{request_id}",
+    assert nexus.cluster is not None
+    job = f"{nexus.cluster.url}/apis/batch/v1/namespaces/nexus/jobs/{request_id}"
+    container = (await http.get(job)).json()["spec"]["template"]["spec"]["containers"][0]
+    receiver = {e["name"]: e["value"] for e in container["env"]}["NEXUS__CLIENT__RECEIVER"]
+    done = await http.post(  # as the pod reports: to its receiver URL, with the run's token
+        f"{receiver}/algorithm/v1/complete/reported-then-failed/requests/{request_id}",
         json={"resultUri": "https://r", "errorCause": "", "errorDetails": ""},
     )
     assert done.status_code == 202
-    assert nexus.cluster is not None
-    job = f"{nexus.cluster.url}/apis/batch/v1/namespaces/nexus/jobs/{request_id}"
     # the pod then exits 3 and the Job fails; the run stays COMPLETED and its Job is kept
     with trio.fail_after(10):
         while True:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import signal
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import httpx
 import trio
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from nexusd.core.records import Checkpoint
+    from nexusd.kube.client import KubeClient
 
 RUNS = 20
 
@@ -156,6 +158,13 @@ async def test_sigterm_drains_what_it_can_and_keeps_the_rest(
     await kube.aclose()
 
 
+async def token_path(kube: KubeClient, request_id: str) -> str:
+    """The path of the receiver URL the run's pod was given: `/t/<its completion token>`."""
+    job = await kube.get(JOBS, namespace="nexus", name=request_id)
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    return urlsplit(env["NEXUS__CLIENT__RECEIVER"]).path
+
+
 async def test_sigterm_finishes_the_runs_and_completions_in_flight(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
@@ -167,6 +176,8 @@ async def test_sigterm_finishes_the_runs_and_completions_in_flight(
         "NEXUS__KUBE__SHARD_NAME": "dev",
         "NEXUS__NODE__HOST_NAME": "scheduler-0",
         "NEXUS__SHUTDOWN__GRACE": "10s",
+        # pods report to <receiver>/t/<token>: the tests send to the receiver process there
+        "NEXUS__RECEIVER__URL": "http://receiver.invalid",
     }
     run_body = json.dumps({"algorithmParameters": {"in": "flight"}}).encode()
     report = json.dumps({"resultUri": "https://r", "errorCause": "", "errorDetails": ""}).encode()
@@ -188,7 +199,10 @@ async def test_sigterm_finishes_the_runs_and_completions_in_flight(
         ]
         completions = [
             await InFlight.start(
-                recv.url, f"/algorithm/v1/complete/slow/requests/{request_id}", report
+                recv.url,
+                f"{await token_path(kube, request_id)}/algorithm/v1/complete/slow/requests/"
+                f"{request_id}",
+                report,
             )
             for request_id in running
         ]

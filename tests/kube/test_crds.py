@@ -257,6 +257,8 @@ READY = '.status.conditions[?(@.type=="Ready")].status'
                 ("Workgroup", "string", ".spec.workgroupRef.name"),
                 ("Ready", "string", READY),
                 ("Age", "date", ".metadata.creationTimestamp"),
+                ("Registry", "string", ".spec.container.registry"),  # -o wide
+                ("Command", "string", ".spec.command"),  # -o wide
             ],
         ),
         (
@@ -265,6 +267,7 @@ READY = '.status.conditions[?(@.type=="Ready")].status'
                 ("Cluster", "string", ".spec.cluster"),
                 ("Ready", "string", READY),
                 ("Age", "date", ".metadata.creationTimestamp"),
+                ("Description", "string", ".spec.description"),  # -o wide
             ],
         ),
     ],
@@ -293,7 +296,8 @@ def test_printer_columns_point_at_real_fields(template_spec):
     }
     (version,) = load("nexusalgorithmtemplates.yaml")["spec"]["versions"]
     values = [column_value(obj, c["jsonPath"]) for c in version["additionalPrinterColumns"]]
-    assert values == ["nexus-hello", "0.1.2", "default", "True", "2026-01-01T00:00:00Z"]
+    assert values[:5] == ["nexus-hello", "0.1.2", "default", "True", "2026-01-01T00:00:00Z"]
+    assert values[5:] == [template_spec["container"]["registry"], template_spec["command"]]
 
 
 # --- through the embedded cluster, which validates against openAPIV3Schema ------------------

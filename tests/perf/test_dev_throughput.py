@@ -16,6 +16,7 @@ the store writes, commits and Kubernetes calls per run read from /readyz.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -26,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import trio
+
+from nexusd.stores.signing import JOB_ATTEMPT, CompletionTokens
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -143,12 +146,15 @@ async def bench(tmp: Path) -> None:
             while (await readyz(client, url))["submitter:dev"]["submitted"] < RUNS:
                 await trio.sleep(0.05)
             submitted_by = time.perf_counter() - start
+            # Each run's completion URL as its pod gets it: with the run's token.
+            tokens = CompletionTokens((tmp / "data" / "url.key").read_bytes().strip())
+            token = functools.partial(tokens.token, algorithm="perf", attempt=JOB_ATTEMPT)
             completions = await hammer(
                 client,
                 [
                     (
                         "POST",
-                        f"{url}/algorithm/v1/complete/perf/requests/{i}",
+                        f"{url}/t/{token(request_id=i)}/algorithm/v1/complete/perf/requests/{i}",
                         {"resultUri": "https://r", "errorCause": "", "errorDetails": ""},
                     )
                     for i in ids

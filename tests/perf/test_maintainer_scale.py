@@ -17,15 +17,17 @@ HTTP as any cluster). `NEXUSD_PERF_RUNS` (default 100000) sets the scale.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
+import attrs
 import pytest
 import trio
 
@@ -41,11 +43,10 @@ from tests.perf.measuring import cpu_seconds
 from tests.servers.nexusd import free_port
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from nexusd.devcluster import DevCluster
     from nexusd.stores.checkpoints import CheckpointStore
 
+ROOT = Path(__file__).resolve().parents[2]
 RUNS = int(os.environ.get("NEXUSD_PERF_RUNS", "100000"))
 WITH_JOBS = RUNS // 10
 NS = "nexus"
@@ -58,7 +59,11 @@ WINDOW = float(os.environ.get("NEXUSD_PERF_WINDOW", "120"))
 
 
 def job_body(request_id: str) -> dict[str, Any]:
-    labels = {"science.sneaksanddata.com/algorithm-template-name": ALGORITHM}
+    # the labels nexusd's manifests put on the Job and its pods (the maintainer selects on them)
+    labels = {
+        "science.sneaksanddata.com/algorithm-template-name": ALGORITHM,
+        "science.sneaksanddata.com/nexus-component": "algorithm-run",
+    }
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -131,6 +136,12 @@ async def seed_store(store: CheckpointStore, ids: list[str]) -> None:
     await store.record_heartbeat(host=SCHEDULER, at=SystemClock().now())
 
 
+async def keep_alive(store: CheckpointStore) -> None:
+    while True:
+        await store.record_heartbeat(host=SCHEDULER, at=SystemClock().now())
+        await trio.sleep(5)
+
+
 def maintainer_env(
     tmp_path: Path, cluster: DevCluster, store_env: dict[str, str]
 ) -> dict[str, str]:
@@ -146,50 +157,59 @@ def maintainer_env(
     }
 
 
-def one_pass(env: dict[str, str], log: Path) -> tuple[float, float, int]:
-    """`nexusd maintainer --once`: (wall s, CPU s, peak RSS bytes), from wait4's rusage."""
+def one_pass(env: dict[str, str], log: Path) -> tuple[float, float, int, str]:
+    """`nexusd maintainer --once`: (wall s, CPU s, peak RSS bytes) from wait4's rusage, and
+    what it printed (its CPU by phase)."""
     with log.open("wb") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "nexusd", "maintainer", "--once"],
             env=env,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=stderr,
         )
         started = time.perf_counter()
+        assert process.stdout is not None
+        with process.stdout:
+            printed = process.stdout.read().decode()
         _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
     assert process.returncode in (0, 1), log.read_text()[-3000:]
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, printed.strip()
 
 
-async def probe_sweep(env: dict[str, str], log: Path, window: float) -> tuple[list[float], float]:
-    """`nexusd maintainer` for `window` seconds from its start; /healthz latencies (after the
-    first answer) and its CPU seconds over the window."""
+@attrs.frozen
+class Probe:
+    """What `probe_sweep` saw: /healthz latencies after its first answer, when HTTP and
+    readiness came (seconds from the start; None = not within the window), CPU seconds."""
+
+    latencies: list[float]
+    serving_after: float | None
+    ready_after: float | None
+    cpu: float
+
+
+async def probe_sweep(env: dict[str, str], log: Path, window: float) -> Probe:
+    """`nexusd maintainer` for `window` seconds from its start, probed by `http_probe`."""
     port = free_port()
     env = {**env, "NEXUS__HTTP__PORT": str(port), "NEXUS__HTTP__HOST": "127.0.0.1"}
-    latencies: list[float] = []
     with log.open("ab") as stderr:
         process = await trio.lowlevel.open_process(
             [sys.executable, "-m", "nexusd", "maintainer"], env=env, stderr=stderr
         )
     try:
-        async with httpx.AsyncClient(timeout=30) as http:
-            answered = False
-            with trio.move_on_after(window):
-                while True:
-                    began = trio.current_time()
-                    try:
-                        response = await http.get(f"http://127.0.0.1:{port}/healthz")
-                    except httpx.TransportError:
-                        assert process.poll() is None, "the maintainer exited: see " + str(log)
-                        await trio.sleep(0.05)
-                        continue
-                    assert response.status_code == 200
-                    if answered:
-                        latencies.append(trio.current_time() - began)
-                    answered = True
-                    await trio.sleep(0.02)
+        probed = await trio.run_process(
+            [
+                sys.executable,
+                "-m",
+                "tests.perf.http_probe",
+                f"http://127.0.0.1:{port}",
+                str(window),
+            ],
+            capture_stdout=True,
+            cwd=ROOT,
+        )
+        assert process.poll() is None, "the maintainer exited: see " + str(log)
         cpu = cpu_seconds(process.pid)
     finally:
         process.terminate()
@@ -198,7 +218,30 @@ async def probe_sweep(env: dict[str, str], log: Path, window: float) -> tuple[li
         if process.poll() is None:
             process.kill()
             await process.wait()
-    return latencies, cpu
+    seen = json.loads(probed.stdout)
+    return Probe(seen["latencies"], seen["serving_after"], seen["ready_after"], cpu)
+
+
+def describe_pass(wall: float, cpu: float, rss: int, printed: str) -> str:
+    return (
+        f"  one full pass (--once): {wall:.1f}s wall, {cpu:.1f}s CPU "
+        f"({cpu / RUNS * 1e3:.3f} ms per run), peak RSS {rss / 2**20:.0f} MiB\n"
+        f"  it said: {printed}"
+    )
+
+
+def describe_probe(probe: Probe) -> str:
+    def after(seconds: float | None) -> str:
+        return f"{seconds:.1f}s" if seconds is not None else f"not within {WINDOW:.0f}s"
+
+    latencies = probe.latencies or [math.nan]
+    p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+    return (
+        f"  running maintainer, first {WINDOW:.0f}s: {probe.cpu:.1f}s CPU; HTTP after "
+        f"{after(probe.serving_after)}, ready after {after(probe.ready_after)}; /healthz "
+        f"{len(probe.latencies)} answers, p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms, "
+        f"max {max(latencies) * 1e3:.0f} ms"
+    )
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -245,17 +288,18 @@ async def test_maintainer_scale(
         store = await PostgresCheckpointStore.open(dsn=dsn, clock=SystemClock())
     try:
         await seed_store(store, ids)
+        async with trio.open_nursery() as beating:
+            # the scheduler the BUFFERED runs belong to stays alive: nothing to recover
+            beating.start_soon(keep_alive, store)
+            env = maintainer_env(tmp_path, cluster, store_env)
+            once = await trio.to_thread.run_sync(one_pass, env, tmp_path / "once.log")
+            print(
+                f"\nmaintainer at {RUNS} non-terminal runs ({kind}), {WITH_JOBS} Jobs/Pods, "
+                f"{events} Events (cluster seeded in {cluster_ready:.0f}s)\n{describe_pass(*once)}"
+            )
+            probe = await probe_sweep(env, tmp_path / "maintainer.log", window=WINDOW)
+            print(describe_probe(probe))
+            beating.cancel_scope.cancel()
     finally:
         await store.aclose()
-    env = maintainer_env(tmp_path, cluster, store_env)
-    wall, cpu, rss = await trio.to_thread.run_sync(one_pass, env, tmp_path / "once.log")
-    latencies, window_cpu = await probe_sweep(env, tmp_path / "maintainer.log", window=WINDOW)
-    print(
-        f"\nmaintainer at {RUNS} non-terminal runs ({kind}), {WITH_JOBS} Jobs/Pods, {events} "
-        f"Events (cluster seeded in {cluster_ready:.0f}s)\n"
-        f"  one full pass (--once): {wall:.1f}s wall, {cpu:.1f}s CPU "
-        f"({cpu / RUNS * 1e3:.3f} ms per run), peak RSS {rss / 2**20:.0f} MiB\n"
-        f"  running maintainer, first {WINDOW:.0f}s: {window_cpu:.1f}s CPU; "
-        f"/healthz {len(latencies)} answers, p50 {percentile(latencies, 0.5) * 1e3:.1f} ms, "
-        f"p99 {percentile(latencies, 0.99) * 1e3:.1f} ms, max {max(latencies) * 1e3:.0f} ms"
-    )
+    assert probe.serving_after is not None, "the maintainer served no /healthz: see its log"

@@ -20,6 +20,7 @@ import trio
 from nexusd.core.clock import SystemClock
 from nexusd.core.lifecycle import Stage
 from nexusd.core.records import Checkpoint
+from nexusd.stores.signing import JOB_ATTEMPT, CompletionTokens, load_or_create_secret
 from nexusd.stores.sqlite import SqliteCheckpointStore
 from tests.perf.measuring import wrk
 from tests.servers.nexusd import nexusd_process
@@ -29,12 +30,12 @@ if TYPE_CHECKING:
 
 RUNS = 60_000
 SCRIPT = """
-local ids = {}
-for line in io.lines("%s") do ids[#ids + 1] = line end
+local paths = {}
+for line in io.lines("%s") do paths[#paths + 1] = line end
 local i = 0
 request = function()
   i = i + 1
-  return wrk.format("POST", "/algorithm/v1/complete/bench/requests/" .. ids[(i %% #ids) + 1],
+  return wrk.format("POST", paths[(i %% #paths) + 1],
     {["Content-Type"] = "application/json"},
     '{"resultUri":"https://r","errorCause":"","errorDetails":""}')
 end
@@ -65,7 +66,14 @@ async def test_receiver_completions(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     ids = await prepare(data)
-    (tmp_path / "ids.txt").write_text("\n".join(ids))
+    # Each run's completion URL as its pod gets it: with the run's token (the receiver's key).
+    tokens = CompletionTokens(load_or_create_secret(data / "url.key"))
+    paths = [
+        f"/t/{tokens.token(algorithm='bench', request_id=i, attempt=JOB_ATTEMPT)}"
+        f"/algorithm/v1/complete/bench/requests/{i}"
+        for i in ids
+    ]
+    (tmp_path / "ids.txt").write_text("\n".join(paths))
     (tmp_path / "complete.lua").write_text(SCRIPT % (tmp_path / "ids.txt"))
     env = {"NEXUS__DATA__DIR": str(data), "NEXUS__LOGGING__LEVEL": "WARNING"}
     async with nexusd_process(

@@ -23,6 +23,7 @@ from nexusd.core.lifecycle import Stage
 from nexusd.kube.client import TEMPLATES, WORKGROUPS
 from nexusd.kube.configuration import ConfigurationCache
 from nexusd.kube.shards import Shard
+from nexusd.pipeline.idempotency import accept_once, key_for
 from nexusd.pipeline.intake import Intake, IntakeError, RunRef, parse_request
 from nexusd.pipeline.queueing import VirtualQueue
 from nexusd.stores.filesystem import FilesystemPayloadStore
@@ -89,9 +90,11 @@ async def stored(store: SqliteCheckpointStore) -> list[Any]:
     ]
 
 
-async def accept_cancelled_after(intake: Intake, steps: int, *, dry_run: bool) -> str | None:
-    """Run one `accept` as a handler would, cancelled after `steps` steps; its request id
-    if the handler finished."""
+async def accept_cancelled_after(
+    intake: Intake, steps: int, *, dry_run: bool, key: str | None = None
+) -> str | None:
+    """Run one `accept` as a handler would (with an Idempotency-Key: `accept_once`), cancelled
+    after `steps` steps; its request id if the handler finished."""
     instrument = CancelAfterSteps(steps)
     result: list[str] = []
 
@@ -102,7 +105,17 @@ async def accept_cancelled_after(intake: Intake, steps: int, *, dry_run: bool) -
             instrument.scope = scope
             await trio.lowlevel.checkpoint()  # the body arrives
             request = parse_request(BODY, default_valid_for=3600, max_valid_for=7200)
-            request_id = await intake.accept(algorithm="algo", request=request, dry_run=dry_run)
+            if key is None:
+                request_id = await intake.accept(algorithm="algo", request=request, dry_run=dry_run)
+            else:
+                idempotency = await key_for(intake, key, BODY, route="run", dry_run=dry_run)
+                request_id, _ = await accept_once(
+                    intake,
+                    algorithm="algo",
+                    request=request,
+                    dry_run=dry_run,
+                    idempotency=idempotency,
+                )
             await trio.lowlevel.checkpoint()  # the answer goes out
             result.append(request_id)
 
@@ -115,10 +128,11 @@ async def accept_cancelled_after(intake: Intake, steps: int, *, dry_run: bool) -
     return result[0] if result else None
 
 
+@pytest.mark.parametrize("keyed", [False, True], ids=["no-key", "idempotency-key"])
 @pytest.mark.parametrize("inline_max", [64 * 1024, 0], ids=["inline-payload", "payload-file"])
 @pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
 async def test_a_cancelled_accept_leaves_nothing_or_a_stored_and_queued_run(
-    tmp_path: Path, inline_max: int, dry_run: bool
+    tmp_path: Path, inline_max: int, dry_run: bool, keyed: bool
 ) -> None:
     async with await SqliteCheckpointStore.open(
         path=tmp_path / "c.sqlite3", clock=SystemClock()
@@ -128,7 +142,8 @@ async def test_a_cancelled_accept_leaves_nothing_or_a_stored_and_queued_run(
         outcomes = set()
         for steps in range(1, 200):
             before = len(await stored(store))
-            request_id = await accept_cancelled_after(intake, steps, dry_run=dry_run)
+            key = f"key-{steps}" if keyed else None  # a new request each time
+            request_id = await accept_cancelled_after(intake, steps, dry_run=dry_run, key=key)
             runs = await stored(store)
             new = len(runs) - before
             queued = len(queue)

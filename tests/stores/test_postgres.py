@@ -176,9 +176,9 @@ async def test_a_version_1_database_migrates_and_keeps_its_rows(
     with pytest.raises(StoreError, match=r"schema version 1, .* run `nexusd store migrate`"):
         await PostgresCheckpointStore.open(dsn=postgres_dsn, clock=clock)
     assert await init_schema(postgres_dsn) == 1  # init never upgrades
-    assert await migrate(postgres_dsn) == (1, 5)
-    assert await migrate(postgres_dsn) == (5, 5)
-    assert SCHEMA_VERSION == 5
+    assert await migrate(postgres_dsn) == (1, 6)
+    assert await migrate(postgres_dsn) == (6, 6)
+    assert SCHEMA_VERSION == 6
 
     async with open_postgres_store(dsn=postgres_dsn, clock=clock) as store:
         migrated = attrs.evolve(run, cluster=make_submission(run).cluster)
@@ -195,6 +195,7 @@ async def test_a_version_1_database_migrates_and_keeps_its_rows(
         (3, "checkpoints.cluster, payloads"),
         (4, "rate_budgets"),
         (5, "checkpoints_live_modified, heartbeat queue reports"),
+        (6, "idempotency keys"),
     ]
 
 

@@ -1,6 +1,7 @@
 """The query plans of the maintainer's `stale` scan, read from the real databases (SQLite on a
 file, PostgreSQL on a throwaway server): a non-terminal scan reads the partial index
-`checkpoints_live_modified` in order, with no sort of every live run first."""
+`checkpoints_live_modified` in order, with no sort of every live run first. An idempotency
+key's holder is one read of the unique index `checkpoints_idempotency_key`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from nexusd.core.lifecycle import Stage
 from nexusd.stores import postgres, sqlite
 from nexusd.stores.postgres import open_postgres_store
+from nexusd.stores.sql_reads import KEY_INDEX, KEY_QUERY
 from nexusd.stores.sqlite import open_sqlite_store
 
 if TYPE_CHECKING:
@@ -94,3 +96,34 @@ async def test_postgres_stale_order_matches_the_live_index(
     plan = "\n".join(str(row[0]) for row in rows)
     assert "checkpoints_live_modified" in plan, plan
     assert "Sort" not in plan, plan
+
+
+async def test_sqlite_reads_a_key_through_its_unique_index(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    async with open_sqlite_store(path=tmp_path / "plans.db", clock=clock):
+        pass
+    connection = apsw.Connection(str(tmp_path / "plans.db"), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        rows = connection.execute(
+            f"EXPLAIN QUERY PLAN {KEY_QUERY.format(mark='?')}", ("algo", "key")
+        ).fetchall()
+    finally:
+        connection.close()
+    plan = " | ".join(str(row[-1]) for row in rows)
+    assert f"SEARCH checkpoints USING INDEX {KEY_INDEX}" in plan, plan
+
+
+async def test_postgres_reads_a_key_through_its_unique_index(
+    postgres_dsn: str, clock: ManualClock
+) -> None:
+    async with open_postgres_store(dsn=postgres_dsn, clock=clock, min_size=1, migrate=True):
+        pass
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        connection.execute("SET enable_seqscan = off")
+        connection.execute("SET plan_cache_mode = force_generic_plan")
+        rows = connection.execute(
+            f"EXPLAIN {KEY_QUERY.format(mark='%s')}", ("algo", "key")
+        ).fetchall()
+    plan = "\n".join(str(row[0]) for row in rows)
+    assert KEY_INDEX in plan, plan

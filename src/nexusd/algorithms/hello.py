@@ -9,6 +9,10 @@ it runs in any container image that has Python:
 It greets `name` from the payload. `{"fail": "report"}` makes it report an error cause instead
 (ends FAILED); `{"fail": "crash"}` makes it exit 1 without reporting (the Job fails).
 `{"sleep": seconds}` makes it take its time.
+
+A run can end before its pod does (cancelled, or a pod re-created after a crash for a run that
+was already reported): nexusd then answers the upload and the report with 409, and hello exits
+0 without changing anything, as the SDK does (its receiver client swallows errors).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import os
 import sys
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -30,12 +35,33 @@ def _request(method: str, url: str, body: bytes | None = None) -> tuple[int, dic
         return response.status, dict(response.headers), response.read()
 
 
+class RunEnded(Exception):
+    """nexusd answered 409: the run has ended already; its outcome stays as it was."""
+
+
+def _unless_ended(method: str, url: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    try:
+        return _request(method, url, body)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 409:
+            raise RunEnded(exc.read().decode("utf-8", "replace")) from None
+        raise
+
+
 def report(receiver: str, algorithm: str, request_id: str, document: dict[str, str]) -> None:
     url = f"{receiver.rstrip('/')}/algorithm/v1/complete/{algorithm}/requests/{request_id}"
-    _request("POST", url, json.dumps(document).encode())
+    _unless_ended("POST", url, json.dumps(document).encode())
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except RunEnded as exc:
+        print(f"hello: nothing to do, {exc}", file=sys.stderr)
+        return 0
+
+
+def run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="hello")
     parser.add_argument("--sas-uri", required=True)
     parser.add_argument("--request-id", required=True)
@@ -61,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     result = {"greeting": f"Hello, {payload.get('name', 'world')}!", "requestId": args.request_id}
-    _, headers, _ = _request(
+    _, headers, _ = _unless_ended(
         "PUT", os.environ["NEXUS__RESULT_UPLOAD_URL"], json.dumps(result).encode()
     )
     location = headers.get("Location", "")

@@ -9,13 +9,17 @@ from typing import TYPE_CHECKING, Any
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
+from quart import request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from nexusd.api import completions, data, health, results, runs
+from nexusd.api import completions, data, docs, health, metrics, results, runs, versions
+from nexusd.api.access_log import log_access
 from nexusd.api.asgi import BodyBudget, guard
+from nexusd.api.auth import protect
 from nexusd.api.responses import text
 from nexusd.core.errors import StoreError
+from nexusd.logs import label_run
 
 if TYPE_CHECKING:
     import socket
@@ -28,24 +32,31 @@ logger = logging.getLogger(__name__)
 
 
 def create_app(context: AppContext, *, scheduler: bool, receiver: bool) -> QuartTrio:
-    """The scheduler's routes (runs, results, data URLs) and/or the receiver's (completions)."""
+    """The scheduler's routes (runs, results, data URLs) and/or the receiver's (completions),
+    each under every API version of `nexusd.api.versions` with its OpenAPI document."""
     app = QuartTrio("nexusd")
     app.config["NEXUSD"] = context
     app.config["MAX_CONTENT_LENGTH"] = context.max_payload_size
     app.register_blueprint(health.blueprint)
-    if scheduler:
-        app.register_blueprint(runs.blueprint)
-        app.register_blueprint(results.blueprint)
-        # The unversioned API is the latest: today's v1 routes plus the extensions.
-        app.register_blueprint(runs.blueprint, url_prefix="/algorithm", name="runs_unversioned")
-        app.register_blueprint(
-            results.blueprint, url_prefix="/algorithm", name="results_unversioned"
-        )
-        app.register_blueprint(runs.latest)
-        if context.files is not None:
-            app.register_blueprint(data.blueprint)
-    if receiver:
-        app.register_blueprint(completions.blueprint)
+    app.register_blueprint(metrics.blueprint)
+    stable = [runs.blueprint, results.blueprint] if scheduler else []
+    stable += [completions.blueprint] if receiver else []
+    if stable:
+        experimental = [runs.latest] if scheduler else []
+        versions.register(app, stable=stable, experimental=experimental, meta=[docs.blueprint])
+    if scheduler and context.files is not None:
+        app.register_blueprint(data.blueprint)
+    # Bearer tokens and the receiver URLs' completion tokens, before a body is read.
+    inner: Any = app.asgi_app  # quart's ASGI types are narrower than a plain callable
+    protected: Any = protect(inner, bearer=context.bearer)
+    app.asgi_app = protected  # type: ignore[method-assign]
+
+    @app.before_request
+    async def label_the_run() -> None:
+        # Lines logged about this request name its run (nexusd.logs), from the route's path.
+        args = request.view_args
+        if args:
+            label_run(request_id=args.get("request_id"), algorithm=args.get("algorithm"))
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
@@ -73,13 +84,15 @@ async def serve_http(
     grace: float = 10.0,
     max_body_memory: int = 512 * 1024 * 1024,
     keep_alive_timeout: float = 75.0,
+    access_log: bool = True,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve on an already bound, listening socket; `started(url)` once hypercorn accepts
     connections. Request bodies are bounded per request (the app's `MAX_CONTENT_LENGTH`) and
     together (`max_body_memory`), see `nexusd.api.asgi`. Idle keep-alive connections are
     closed after `keep_alive_timeout` (hypercorn's 5 s default equals httpx's own expiry, so
-    a client reusing a connection at that moment got "Server disconnected").
+    a client reusing a connection at that moment got "Server disconnected"). With `access_log`,
+    every request is logged on `nexusd.access` (`nexusd.api.access_log`).
 
     Setting `shutdown` stops it gracefully: the listening socket is closed (new connections
     are refused, not left waiting in the backlog), idle keep-alive connections are closed, and
@@ -103,6 +116,8 @@ async def serve_http(
     guarded: Any = guard(
         asgi, max_body=app.config["MAX_CONTENT_LENGTH"], budget=BodyBudget(max_body_memory)
     )
+    if access_log:
+        guarded = log_access(guarded)
 
     async def run(task_status: trio.TaskStatus[list[str]]) -> None:
         await serve(

@@ -11,6 +11,7 @@ from quart import current_app
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from nexusd.api.auth import BearerAuth
     from nexusd.pipeline.cancelling import Canceller
     from nexusd.pipeline.completing import Completer
     from nexusd.pipeline.intake import Intake
@@ -37,11 +38,15 @@ class AppContext:
     max_payload_size: int = 64 * 1024 * 1024
     #: most runs one batch request may carry
     max_batch_runs: int = 1000
+    #: longest Idempotency-Key header accepted
+    max_idempotency_key: int = 255
     result_valid_for: dt.timedelta = dt.timedelta(hours=24)
     #: name -> callable returning an attrs statistics snapshot (or a plain dict), in /readyz
     statistics: dict[str, Callable[[], Any]] = attrs.field(factory=dict)
     #: reasons the process should get no traffic yet besides shutting down (empty = ready)
     not_ready: Callable[[], list[str]] = attrs.field(default=list)
+    #: who may call the public API (None: anyone, the default), `nexusd.api.auth`
+    bearer: BearerAuth | None = None
 
 
 def current_context() -> AppContext:

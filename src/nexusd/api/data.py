@@ -3,6 +3,11 @@
 `GET /data/v1/payloads/{alg}/requests/{id}` serves the payload to the pod; `PUT` and `GET`
 `/data/v1/results/{alg}/requests/{id}` take and serve the result. Each URL carries an HMAC
 signature over its scope, path and expiry: a missing, tampered or expired signature is 403.
+
+A result can be uploaded only while its run has not ended: once it is COMPLETED (or ended any
+other way) an upload is 409, so the URL a pod was given cannot replace the result its client
+already read. (S3 presigned PUT URLs, `payloads.kind = "s3"`, cannot be revoked: there the
+upload URL works until it expires, `payloads.result_valid_for`.)
 """
 
 from __future__ import annotations
@@ -61,6 +66,15 @@ async def get_payload(algorithm: str, request_id: str) -> Response:
 async def put_result(algorithm: str, request_id: str) -> Response:
     if refused := _refused(RESULT_PUT):
         return refused
+    checkpoint = await current_store().get(algorithm=algorithm, request_id=request_id)
+    if checkpoint is None:
+        return text(404, f"Run {algorithm}/{request_id} not found")
+    if checkpoint.lifecycle_stage.is_terminal:
+        return text(
+            409,
+            f"Run {algorithm}/{request_id} has already ended "
+            f"{checkpoint.lifecycle_stage}; its result can no longer be uploaded",
+        )
     files = _files()
     await files.put_result(algorithm=algorithm, request_id=request_id, data=await body())
     location = files.result_url(

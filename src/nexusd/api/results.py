@@ -9,14 +9,23 @@ from __future__ import annotations
 
 from quart import Blueprint, Response
 
+from nexusd.api import schemas
 from nexusd.api.context import current_store
+from nexusd.api.openapi import json_answer, operation, text_answer
 from nexusd.api.responses import json_response, text
 from nexusd.pipeline.results import metadata, request_result, tagged_result
 
-blueprint = Blueprint("results", __name__, url_prefix="/algorithm/v1")
+#: Mounted under every API version by `nexusd.api.versions`.
+blueprint = Blueprint("results", __name__)
+_UNKNOWN = text_answer("No such run (400, not 404: the SDKs keep polling on 400)")
 
 
 @blueprint.get("/results/<algorithm>/requests/<request_id>")
+@operation(
+    summary="The run's stage, and its result URI or error message once it ended.",
+    tag="results",
+    responses={200: json_answer("The run", schemas.REQUEST_RESULT), 400: _UNKNOWN},
+)
 async def run_result(algorithm: str, request_id: str) -> Response:
     checkpoint = await current_store().get(algorithm=algorithm, request_id=request_id)
     if checkpoint is None:
@@ -25,12 +34,22 @@ async def run_result(algorithm: str, request_id: str) -> Response:
 
 
 @blueprint.get("/results/tags/<path:tag>")  # a tag may hold "/"
+@operation(
+    summary="Every run submitted with the tag ([] for none).",
+    tag="results",
+    responses={200: json_answer("The runs of the tag", schemas.TAGGED_RESULTS)},
+)
 async def tagged_results(tag: str) -> Response:
     runs = await current_store().by_tag(tag=tag)
     return json_response(200, [tagged_result(checkpoint) for checkpoint in runs])
 
 
 @blueprint.get("/metadata/<algorithm>/requests/<request_id>")
+@operation(
+    summary="The run's checkpoint, with upstream's snake_case field names.",
+    tag="results",
+    responses={200: json_answer("The checkpoint", schemas.METADATA), 400: _UNKNOWN},
+)
 async def run_metadata(algorithm: str, request_id: str) -> Response:
     checkpoint = await current_store().get(algorithm=algorithm, request_id=request_id)
     if checkpoint is None:

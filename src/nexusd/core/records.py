@@ -81,14 +81,42 @@ class SubmissionEntry:
 
 
 @attrs.frozen
+class IdempotencyKey:
+    """A client's `Idempotency-Key` as the first run of its request stores it.
+
+    The key covers the whole request (one run, or a whole batch): only the request's first
+    accepted run carries it, so the stores need ONE unique index on `(algorithm, key)`; a
+    second request with the same key loses the insert and reads this record back instead.
+    """
+
+    key: str
+    #: hash of the request's canonical content: same key and same fingerprint is a replay
+    fingerprint: str
+    #: a batch's first answer, one item per run in request order (`{"requestId"}` or
+    #: `{"status", "error"}`), so a replay answers it exactly; None for a single run, whose
+    #: answer is the run's own id
+    answer: list[JsonObject] | None = attrs.field(default=None, hash=False)
+
+
+@attrs.frozen
+class KeyedRun:
+    """What a store finds under an idempotency key: the run that carries it, and the key."""
+
+    request_id: str
+    idempotency: IdempotencyKey
+
+
+@attrs.frozen
 class NewRun:
     """One run as intake stores it: checkpoint, Job manifest (None for a dry run, which never
     gets a Job) and, when small enough, the payload itself, kept in the same transaction so a
-    run costs one durable write (`payloads.inline_max`)."""
+    run costs one durable write (`payloads.inline_max`); the idempotency key goes in the same
+    insert."""
 
     checkpoint: Checkpoint
     submission: SubmissionEntry | None
     payload: bytes | None = None
+    idempotency: IdempotencyKey | None = None
 
 
 @attrs.frozen

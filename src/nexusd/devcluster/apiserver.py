@@ -10,6 +10,8 @@ Lists follow the resourceVersion rules of golden 09/10: `limit`/`continue` pages
 snapshot at the token's RV (`pagination.py`), `resourceVersion=0` ignoring `limit`, `Exact`
 lists rebuilt from the history (410 once it is gone) and a 504 for a future RV. Writes report
 unknown fields in `Warning` headers (400 under `fieldValidation=Strict`, `validation.py`).
+A get or list asked for `as=Table` (what `kubectl get` asks) is answered with the server-side
+Table format (`tables.py`), custom resources with their CRD's printer columns.
 
 Each resource request is first routed (verb + resource), then offered to the fault plan
 (`faults.py`), which may delay it or answer 429/5xx; `request_counts[(verb, resource, code)]`
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import admin, discovery, validation
+from . import admin, discovery, tables, validation
 from .faults import FaultPlan, Faults
 from .objects import (
     ApiError,
@@ -41,8 +43,8 @@ from .objects import (
     resource_not_found,
     status_body,
 )
-from .pagination import continue_expired, decode_continue, paginate
-from .resources import JOBS, PODS, ResourceType
+from .pagination import continue_expired, decode_continue
+from .resources import CRDS, JOBS, PODS, ResourceType
 from .storage import TooOld
 from .watching import stream_watch
 
@@ -175,7 +177,11 @@ class ApiServer:
         if req.verb == "get":
             if sub == "log":
                 return await self.pod_log(req, ns, name)
-            return await req.json(200, self.ops.get(rt, ns, name))
+            obj = self.ops.get(rt, ns, name)
+            if not sub and tables.table_version(req.headers.get("accept", "")):
+                rv = obj.get("metadata", {}).get("resourceVersion", "")
+                return await req.json(200, self.table(req, rt, [obj], {"resourceVersion": rv}))
+            return await req.json(200, obj)
         if req.verb == "update":
             body = await req.body_json(rt)
             warnings = self.field_warnings(req, rt, body) if not sub else []
@@ -242,28 +248,25 @@ class ApiServer:
         label_selector = query.get("labelSelector")
         field_selector = query.get("fieldSelector")
         try:
-            items, list_rv = self.ops.list(
+            page, list_rv = self.ops.list_page(
                 rt,
                 namespace,
                 label_selector=label_selector,
                 field_selector=field_selector,
                 resource_version=at_rv,
+                start=start,
+                limit=limit,
             )
         except TooOld:
             raise ApiError(410, expired(LIST_TOO_OLD)) from None
-        page = paginate(
-            items,
-            rv=list_rv,
-            limit=limit,
-            start=start,
-            across_namespaces=rt.namespaced and namespace is None,
-            filtered=bool(label_selector or field_selector),
-        )
         meta: Obj = {"resourceVersion": str(list_rv)}
         if page.continue_token:
             meta["continue"] = page.continue_token
         if page.remaining is not None:
             meta["remainingItemCount"] = page.remaining
+        if tables.table_version(req.headers.get("accept", "")):
+            typed = [self.ops.with_type(rt, item) for item in page.items]
+            return await req.json(200, self.table(req, rt, typed, meta))
         await req.json(
             200,
             {
@@ -272,6 +275,30 @@ class ApiServer:
                 "metadata": meta,
                 "items": page.items,
             },
+        )
+
+    def table(self, req: Request, rt: ResourceType, objects: builtins.list[Obj], meta: Obj) -> Obj:
+        """`objects` as the Table the Accept header asked for (`tables.py`), with a custom
+        resource's columns from its CRD."""
+        include = req.query.get("includeObject") or "Metadata"
+        if include not in tables.INCLUDE_OBJECT:
+            raise bad_request(
+                f'includeObject: Unsupported value: "{include}": supported values: '
+                + ", ".join(f'"{value}"' for value in tables.INCLUDE_OBJECT)
+            )
+        columns = None
+        if rt.custom:
+            crd = self.ops.get(CRDS, "", rt.qualified)
+            served = [v for v in crd["spec"]["versions"] if v.get("name") == rt.version]
+            columns = served[0].get("additionalPrinterColumns") if served else None
+        return tables.render(
+            rt,
+            objects,
+            now=self.ops.clock.now(),
+            version=tables.table_version(req.headers.get("accept", "")) or "v1",
+            include_object=include,
+            printer_columns=columns,
+            metadata=meta,
         )
 
     async def wait_for_resource_version(self, rv: int) -> None:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import operator
 import secrets
 from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from nexusd.core.clock import Clock, SystemClock
 
@@ -35,6 +38,7 @@ from .objects import (
     unsupported_media_type,
     unsupported_patch_type,
 )
+from .pagination import Page, item_key, paginate
 from .resources import (
     CRDS,
     EVENTS,
@@ -113,6 +117,48 @@ class Operations:
             o.pop("kind", None)
             o.pop("apiVersion", None)
         return items, list_rv
+
+    def list_page(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        *,
+        label_selector: str | None,
+        field_selector: str | None,
+        resource_version: int | None,
+        start: str,
+        limit: int,
+    ) -> tuple[Page, int]:
+        """One page of a list (see `list`) and the list's resourceVersion. Selectors and the
+        page are applied to the stored objects and only the page is copied: a client paging
+        through 50k Events 500 at a time must not cost 100 copies of all of them."""
+        labels = parse_label_selector(label_selector)
+        fields = parse_field_selector(field_selector, rt)
+        current = self.store.resource_version
+        if resource_version is None or resource_version >= current:
+            source, list_rv = self.store.iter(rt.key, namespace), current
+        else:
+            source = self.store.iter_snapshot(rt.key, namespace, resource_version)
+            list_rv = resource_version
+        across = rt.namespaced and namespace is None
+        keyed = [
+            (item_key(o, across_namespaces=across), o)
+            for o in source
+            if labels_match(labels, o) and fields_match(fields, o)
+        ]
+        keyed.sort(key=operator.itemgetter(0))  # etcd's order is the string key's
+        page = paginate(
+            keyed,
+            rv=list_rv,
+            limit=limit,
+            start=start,
+            filtered=bool(label_selector or field_selector),
+        )
+        items = [deep_copy(o) for o in page.items]
+        for o in items:
+            o.pop("kind", None)
+            o.pop("apiVersion", None)
+        return attrs.evolve(page, items=items), list_rv
 
     @staticmethod
     def with_type(rt: ResourceType, obj: Obj) -> Obj:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import json
+import operator
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -91,23 +93,16 @@ def item_key(obj: Obj, *, across_namespaces: bool) -> str:
 
 
 def paginate(
-    items: list[Obj],
-    *,
-    rv: int,
-    limit: int,
-    start: str,
-    across_namespaces: bool,
-    filtered: bool,
+    keyed: list[tuple[str, Obj]], *, rv: int, limit: int, start: str, filtered: bool
 ) -> Page:
-    """One page of `items` (already filtered by selectors) starting at key `start`."""
-    keyed = sorted(
-        ((item_key(o, across_namespaces=across_namespaces), o) for o in items),
-        key=lambda pair: pair[0],
-    )
-    rest = [(k, o) for k, o in keyed if k >= start] if start else keyed
-    if limit <= 0 or len(rest) <= limit:
-        return Page([o for _, o in rest], None, None)
-    page = rest[:limit]
+    """One page of `keyed` ((item key, object) pairs in key order, already filtered by the
+    selectors) starting at key `start`. The objects are passed through as they are: the
+    caller copies only the page it serves, not the whole collection."""
+    first = bisect.bisect_left(keyed, start, key=operator.itemgetter(0)) if start else 0
+    rest = len(keyed) - first
+    if limit <= 0 or rest <= limit:
+        return Page([o for _, o in keyed[first:]], None, None)
+    page = keyed[first : first + limit]
     token = encode_continue(rv, page[-1][0] + "\x00")
-    remaining = None if filtered else len(rest) - limit
+    remaining = None if filtered else rest - limit
     return Page([o for _, o in page], token, remaining)

@@ -154,6 +154,11 @@ class Store:
     def snapshot(self, resource: ResourceKey, namespace: str | None, rv: int) -> builtins.list[Obj]:
         """Copies of the objects as they were at `rv` (key order), rebuilt by undoing the
         history after it; raises TooOld if that history was evicted."""
+        return [copy.deepcopy(o) for o in self.iter_snapshot(resource, namespace, rv)]
+
+    def iter_snapshot(self, resource: ResourceKey, namespace: str | None, rv: int) -> Iterator[Obj]:
+        """The objects as they were at `rv` (read-only, key order); raises TooOld at once if
+        that history was evicted."""
         if rv < self._evicted_through:
             raise TooOld(rv, self._evicted_through + 1)
         state = dict(self._objects[resource])
@@ -167,11 +172,7 @@ class Store:
                 state.pop(key, None)
             else:
                 state[key] = change.old
-        return [
-            copy.deepcopy(state[key])
-            for key in sorted(state)
-            if namespace is None or key[0] == namespace
-        ]
+        return (state[key] for key in sorted(state) if namespace is None or key[0] == namespace)
 
     def changes_since(self, rv: int) -> builtins.list[Change]:
         """Changes with resourceVersion > rv; raises TooOld if some were evicted."""

@@ -35,6 +35,7 @@ import httpx
 import trio
 
 from nexusd import __version__
+from nexusd.core import metrics
 from nexusd.core.errors import (
     KubeConflict,
     KubeError,
@@ -271,6 +272,7 @@ class KubeClient:
         resource_version: str,
         timeout_seconds: int | None = None,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         allow_bookmarks: bool = True,
     ) -> AsyncGenerator[AsyncIterator[WatchEvent], None]:
         """Open a watch from `resource_version`; yields an iterator of `WatchEvent`s.
@@ -284,6 +286,7 @@ class KubeClient:
             resourceVersion=resource_version,
             timeoutSeconds=timeout_seconds,
             labelSelector=label_selector,
+            fieldSelector=field_selector,
             allowWatchBookmarks="true" if allow_bookmarks else None,
         )
         # The server may stay silent between events for as long as the watch lasts.
@@ -341,6 +344,7 @@ class KubeClient:
 
     def _count(self, verb: str, resource: Resource, status: int) -> None:
         self._counts[(verb, resource.plural, status)] += 1
+        metrics.kube_request(verb, resource.plural, status)
 
     async def _auth_headers(self) -> dict[str, str]:
         """`Authorization: Bearer <token>`, refreshing a rotating token at most once a minute."""

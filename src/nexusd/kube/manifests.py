@@ -1,8 +1,9 @@
 """The algorithm run's Job manifest, built exactly as upstream's `CheckpointedRequest.ToV1Job`
 (contract §6.4, core v1.4.4 plus the parent env vars of core HEAD), with nexusd additions:
-`NEXUS__RESULT_UPLOAD_URL`, the newer `computeResources.limits/requests` shape (§0.1), and the
+`NEXUS__RESULT_UPLOAD_URL`, the newer `computeResources.limits/requests` shape (§0.1), the
 `secretFileMounts`/`configurationFileMounts`/`storageMounts` volumes of core HEAD (§5.1, built
-by `nexusd.kube.mounts`; after the Datadog socket's, which stays first).
+by `nexusd.kube.mounts`; after the Datadog socket's, which stays first), and the receiver URL
+with the run's completion token (`ReceiverUrl`).
 
 Pure functions on plain dicts: input is the applied configuration (the template spec merged
 with the run's overrides, see `nexusd.kube.overrides`) and the workgroup spec; output is the
@@ -12,14 +13,19 @@ with the run's overrides, see `nexusd.kube.overrides`) and the workgroup spec; o
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING, Any, Final
+
+import attrs
 
 from nexusd.core.quantities import quantity_amount
 from nexusd.kube.mounts import DATADOG_HOST_PATH, DATADOG_MOUNT_PATH, DATADOG_VOLUME, file_volumes
 from nexusd.kube.overrides import (
     ENV_ALGORITHM_NAME,
+    ENV_LEGACY_RECEIVER,
     ENV_PARENT_ALGORITHM_NAME,
     ENV_PARENT_REQUEST_ID,
+    ENV_RECEIVER,
     ENV_RESULT_UPLOAD_URL,
     ENV_SHARD_NAME,
     validate_template_spec,
@@ -37,6 +43,29 @@ COMPONENT_ALGORITHM_RUN: Final = "algorithm-run"
 TTL_SECONDS_AFTER_FINISHED: Final = 300
 #: Burstable QoS: the CPU request is this share of the CPU limit (upstream `core@ee58d29`).
 CPU_REQUEST_FRACTION: Final = 0.1
+#: The path segment before a completion token in a receiver URL: `<base>/t/<token>`.
+TOKEN_SEGMENT: Final = "t"
+REDACTED: Final = "<redacted>"
+
+
+@attrs.frozen
+class ReceiverUrl:
+    """The receiver URL a run's pod gets in `NEXUS__CLIENT__RECEIVER`.
+
+    The SDK appends `/algorithm/v1/complete/{alg}/requests/{id}` to the base URL it is given,
+    keeping its path (contract §0.1), so a base of `<receiver>/t/<token>` makes an unchanged
+    algorithm send the run's completion token without knowing it. `base` empty = the URL the
+    template (or the run's override) gives, with the token appended; a template without one
+    gets none.
+    """
+
+    base: str
+    #: the run's completion token; empty = none (completion tokens turned off)
+    token: str
+
+    def applied_to(self, url: str) -> str:
+        url = url.rstrip("/")
+        return f"{url}/{TOKEN_SEGMENT}/{self.token}" if self.token else url
 
 
 def build_job(
@@ -52,8 +81,10 @@ def build_job(
     parent: tuple[str, str] | None,
     nexus_version: str,
     checked: bool = False,
+    receiver: ReceiverUrl | None = None,
 ) -> dict[str, Any]:
-    """The `batch/v1` Job for one run. `parent` is (parent request id, parent algorithm).
+    """The `batch/v1` Job for one run. `parent` is (parent request id, parent algorithm);
+    `receiver` None leaves the template's receiver variables as they are.
 
     Raises ValueError when `spec` cannot make a Job. `checked` says the caller validated
     `spec` itself (intake keeps a template's verdict while the template is unchanged), which
@@ -89,6 +120,7 @@ def build_job(
                 payload_url=payload_url,
                 result_upload_url=result_upload_url,
                 parent=parent,
+                receiver=receiver,
             ),
         },
     }
@@ -109,6 +141,7 @@ def _pod_spec(
     payload_url: str,
     result_upload_url: str | None,
     parent: tuple[str, str] | None,
+    receiver: ReceiverUrl | None,
 ) -> dict[str, Any]:
     container_spec = spec["container"]
     runtime = spec.get("runtimeEnvironment") or {}
@@ -125,6 +158,7 @@ def _pod_spec(
             shard=str(workgroup.get("cluster", "")),
             parent=parent,
             result_upload_url=result_upload_url,
+            receiver=receiver,
         ),
     }
     env_from = runtime.get("mappedEnvironmentVariables")
@@ -191,10 +225,14 @@ def job_env(
     shard: str,
     parent: tuple[str, str] | None,
     result_upload_url: str | None,
+    receiver: ReceiverUrl | None = None,
 ) -> list[dict[str, Any]]:
     """Template env first, then nexus's variables, so that theirs win over duplicates (a run's
-    overrides cannot name them, see `nexusd.kube.overrides.NEXUSD_ENV_NAMES`)."""
+    overrides cannot name them, see `nexusd.kube.overrides.NEXUSD_ENV_NAMES`). The receiver
+    variables are rewritten where they stand (see `ReceiverUrl`)."""
     env = [dict(item) for item in template_env]
+    if receiver is not None:
+        _receiver_env(env, receiver)
     env.append({"name": ENV_ALGORITHM_NAME, "value": algorithm})
     env.append({"name": ENV_SHARD_NAME, "value": shard})
     if parent is not None:
@@ -203,6 +241,61 @@ def job_env(
     if result_upload_url is not None:
         env.append({"name": ENV_RESULT_UPLOAD_URL, "value": result_upload_url})
     return env
+
+
+def _receiver_env(env: list[dict[str, Any]], receiver: ReceiverUrl) -> None:
+    """Give `NEXUS__CLIENT__RECEIVER` (and the older `NEXUS__RECEIVER_URL`, where the template
+    has it) the run's receiver URL. With a configured base it replaces the template's value,
+    even one read from a ConfigMap (`valueFrom`), and is added when the template has none."""
+    names = (ENV_RECEIVER, ENV_LEGACY_RECEIVER)
+    found = False
+    for item in env:
+        if item.get("name") not in names:
+            continue
+        found = found or item["name"] == ENV_RECEIVER
+        if receiver.base:
+            item.pop("valueFrom", None)
+            item["value"] = receiver.applied_to(receiver.base)
+        elif isinstance(item.get("value"), str) and item["value"]:
+            item["value"] = receiver.applied_to(item["value"])
+    if receiver.base and not found:
+        env.append({"name": ENV_RECEIVER, "value": receiver.applied_to(receiver.base)})
+
+
+_URL: Final = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://\S+")
+_TOKEN_PATH: Final = re.compile(rf"/{TOKEN_SEGMENT}/[^/?#]+$")
+
+
+def redacted_job(job: Mapping[str, Any]) -> dict[str, Any]:
+    """A built Job with what grants access taken out, for `GET /buffer`: the payload URL in
+    the args (`--sas-uri=<redacted>`), the result upload URL and the completion token in the
+    receiver URL (`.../t/<redacted>`). A new dict; `job` is not modified."""
+    copied: dict[str, Any] = {**job, "spec": {**job["spec"]}}
+    template = copied["spec"]["template"] = {**job["spec"]["template"]}
+    pod = template["spec"] = {**job["spec"]["template"]["spec"]}
+    pod["containers"] = [_redacted_container(container) for container in pod["containers"]]
+    return copied
+
+
+def _redacted_container(container: Mapping[str, Any]) -> dict[str, Any]:
+    redacted = dict(container)
+    if "args" in container:
+        redacted["args"] = [
+            _URL.sub(REDACTED, arg) if "sas-uri" in arg else arg for arg in container["args"]
+        ]
+    if "env" not in container:
+        return redacted
+    env = []
+    for item in container["env"]:
+        item = dict(item)
+        value = item.get("value")
+        if item.get("name") == ENV_RESULT_UPLOAD_URL:
+            item["value"] = REDACTED
+        elif item.get("name") in (ENV_RECEIVER, ENV_LEGACY_RECEIVER) and isinstance(value, str):
+            item["value"] = _TOKEN_PATH.sub(f"/{TOKEN_SEGMENT}/{REDACTED}", value)
+        env.append(item)
+    redacted["env"] = env
+    return redacted
 
 
 def container_resources(resources: Mapping[str, Any]) -> dict[str, dict[str, str]]:

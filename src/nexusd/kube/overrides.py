@@ -11,11 +11,12 @@ an override wins when it is non-empty, and only these fields can be overridden:
     runtimeEnvironment.deadlineSeconds / maximumRetries   (set = wins, even 0 retries)
     runtimeEnvironment.environmentVariables (nexusd only: [{"name", "value"}] merged by name)
 
-Everything else in the override is ignored, as upstream does. Upstream ignores the
-environment variables too; nexusd applies them: a template variable of the same name is
-replaced where it stands, new ones follow the template's. A run gives literal values only (no
-`valueFrom`: it must not read the namespace's Secrets or ConfigMaps) and cannot set the
-variables nexusd sets on every Job (`NEXUSD_ENV_NAMES`).
+A template with `container.allowImageOverride: false` refuses container overrides that change
+its image (`refused_overrides`). Everything else in the override is ignored, as upstream does.
+Upstream ignores the environment variables too; nexusd applies them: a template variable of
+the same name is replaced where it stands, new ones follow the template's. A run gives literal
+values only (no `valueFrom`: it must not read the namespace's Secrets or ConfigMaps) and cannot
+set the variables nexusd sets on every Job (`NEXUSD_ENV_NAMES`).
 
 The Go scheduler dereferences template fields without checks and crashes on a template that
 lacks them, or panics on an unparsable quantity (`resource.MustParse`). `validate_template_spec`
@@ -56,6 +57,11 @@ ENV_SHARD_NAME: Final = "NEXUS__SHARD_NAME"
 ENV_PARENT_REQUEST_ID: Final = "NEXUS__PARENT_REQUEST_ID"
 ENV_PARENT_ALGORITHM_NAME: Final = "NEXUS__PARENT_ALGORITHM_NAME"
 ENV_RESULT_UPLOAD_URL: Final = "NEXUS__RESULT_UPLOAD_URL"
+#: The receiver base URL the SDK reports to (contract §10.2), and its older name.
+ENV_RECEIVER: Final = "NEXUS__CLIENT__RECEIVER"
+ENV_LEGACY_RECEIVER: Final = "NEXUS__RECEIVER_URL"
+#: Template field saying whether runs may override the container image (default: they may).
+ALLOW_IMAGE_OVERRIDE: Final = "allowImageOverride"
 #: What `nexusd.kube.manifests.job_env` sets on every Job; a run cannot override them.
 NEXUSD_ENV_NAMES: Final = frozenset(
     {
@@ -177,6 +183,27 @@ def _section(spec: dict[str, Any], name: str) -> dict[str, Any]:
     return section
 
 
+def refused_overrides(template_spec: Mapping[str, Any], overrides: Mapping[str, Any]) -> list[str]:
+    """The run's container overrides its template does not allow (empty list = none).
+
+    A template with `container.allowImageOverride: false` pins its image: a run may still name
+    the template's own registry, image or tag (the SDK sends `versionTag` with every custom
+    configuration), but not another one.
+    """
+    container = template_spec.get("container")
+    if not isinstance(container, Mapping) or container.get(ALLOW_IMAGE_OVERRIDE, True):
+        return []
+    wanted = overrides.get("container")
+    if not isinstance(wanted, Mapping):
+        return []
+    return [
+        f"customConfiguration.container.{key}: this algorithm's template does not allow "
+        f"runs to change its container image (spec.container.{ALLOW_IMAGE_OVERRIDE} is false)"
+        for key in CONTAINER_OVERRIDES
+        if wanted.get(key) not in ("", None) and wanted.get(key) != container.get(key)
+    ]
+
+
 # --- validation -------------------------------------------------------------------------------
 
 
@@ -236,6 +263,9 @@ def validate_template_spec(spec: object) -> list[str]:
             if problem:
                 problems.append(f"{where}.container: {shown(image)} is no image: {problem}")
         _optional_string(container, "serviceAccountName", f"{where}.container", problems)
+        allow = container.get(ALLOW_IMAGE_OVERRIDE)
+        if allow is not None and not isinstance(allow, bool):
+            problems.append(f"{where}.container.{ALLOW_IMAGE_OVERRIDE}: must be a boolean")
     _validate_resources(spec, where, problems)
     ref = _required_object(spec, "workgroupRef", where, problems)
     if ref is not None:

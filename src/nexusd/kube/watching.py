@@ -83,11 +83,13 @@ class _Watcher:
         namespace: str | None,
         label_selector: str | None,
         sink: Sink,
+        field_selector: str | None = None,
     ) -> None:
         self.client = client
         self.resource = resource
         self.namespace = namespace
         self.label_selector = label_selector
+        self.field_selector = field_selector
         self.sink = sink
 
     async def list_into_sink(self) -> str:
@@ -99,6 +101,7 @@ class _Watcher:
                 self.resource,
                 namespace=self.namespace,
                 label_selector=self.label_selector,
+                field_selector=self.field_selector,
                 limit=500,
                 continue_token=continue_token,
             )
@@ -171,6 +174,7 @@ class _Watcher:
                         resource_version=resource_version,
                         timeout_seconds=watch_seconds,
                         label_selector=self.label_selector,
+                        field_selector=self.field_selector,
                     ) as events:
                         async for event in events:
                             seen += 1
@@ -225,6 +229,7 @@ async def run_informer(
     namespace: str | None,
     sink: Sink,
     label_selector: str | None = None,
+    field_selector: str | None = None,
     resync_seconds: float = 30.0,
     relist_on_resync: bool = False,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -238,6 +243,7 @@ async def run_informer(
             resource=resource,
             namespace=namespace,
             label_selector=label_selector,
+            field_selector=field_selector,
             sink=sink,
         )
         for resource in resources

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from nexusd.api.auth import BearerAuth, Jwks, JwtRules, StaticTokens, validated_algorithms
 from nexusd.core.clock import SystemClock
 from nexusd.core.errors import ConfigError
 from nexusd.kube.client import KubeClient
@@ -26,7 +27,7 @@ from nexusd.stores.memory import MemoryCheckpointStore
 from nexusd.stores.postgres import PostgresCheckpointStore
 from nexusd.stores.s3 import open_s3_store
 from nexusd.stores.s3_settings import S3Settings
-from nexusd.stores.signing import UrlSigner, load_or_create_secret
+from nexusd.stores.signing import CompletionTokens, UrlSigner, load_or_create_secret
 from nexusd.stores.sqlite import SqliteCheckpointStore
 
 if TYPE_CHECKING:
@@ -175,6 +176,62 @@ async def open_payload_store(
     yield FilesystemPayloadStore(
         root=settings.blob_dir, signer=UrlSigner(secret, clock), base_url=base_url
     )
+
+
+async def load_completion_tokens(settings: Settings) -> CompletionTokens | None:
+    """The runs' completion tokens (None when `auth.completion_tokens` is off). The key is
+    made if missing, as the URL key is: schedulers and receivers must share the file."""
+    if not settings.auth.completion_tokens:
+        return None
+    path = settings.completion_key_file
+    if not await trio.Path(path).exists():
+        logger.warning(
+            "no completion token key at %s: making one; every scheduler and receiver must "
+            "share it (auth.completion_key_file), or completions are refused",
+            path,
+        )
+    secret = await trio.to_thread.run_sync(load_or_create_secret, path)
+    return CompletionTokens(secret)
+
+
+async def load_bearer_auth(settings: Settings) -> BearerAuth | None:
+    """The public API's bearer check, its token file read and its JWKS fetched (None: auth is
+    off, neither `auth.token_file` nor `auth.jwks` is set). Bad settings are a ConfigError."""
+    auth = settings.auth
+    if auth.token_file is None and not auth.jwks:
+        return None
+    bearer = BearerAuth()
+    if auth.token_file is not None:
+        bearer.static = StaticTokens(auth.token_file)
+    if auth.jwks:
+        missing = [key for key in ("issuer", "audience") if not getattr(auth, key)]
+        if missing:
+            raise ConfigError(f"auth.{missing[0]}: required when auth.jwks is set")
+        algorithms = validated_algorithms(auth.algorithms)
+        bearer.keys = Jwks(
+            source=auth.jwks,
+            algorithms=algorithms,
+            refresh=auth.jwks_refresh,
+            min_refresh=auth.jwks_min_refresh,
+            timeout=auth.jwks_timeout,
+        )
+        bearer.rules = JwtRules(
+            issuer=auth.issuer,
+            audience=auth.audience,
+            algorithms=algorithms,
+            clock_skew=auth.clock_skew,
+            required_scope=auth.required_scope,
+        )
+    await bearer.load()
+    logger.info(
+        "bearer tokens required on the API: %s",
+        " and ".join(
+            what
+            for what, on in (("token file", bearer.static), ("JWTs", bearer.keys))
+            if on is not None
+        ),
+    )
+    return bearer
 
 
 @contextlib.asynccontextmanager

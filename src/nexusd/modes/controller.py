@@ -144,6 +144,7 @@ async def run(
                     stopped=stopped,
                     grace=settings.shutdown.grace,
                     keep_alive_timeout=settings.http.keep_alive_timeout,
+                    access_log=settings.http.access_log,
                 )
             )
             task_status.started(

@@ -57,11 +57,12 @@ def crd_documents() -> list[dict[str, Any]]:
     ]
 
 
-def hello_documents(*, namespace: str, receiver_url: str, shard: str) -> list[dict[str, Any]]:
-    """The bundled `hello` template and its workgroup `default`, which targets `shard`."""
+def hello_documents(*, namespace: str, shard: str) -> list[dict[str, Any]]:
+    """The bundled `hello` template and its workgroup `default`, which targets `shard`. Its
+    pods get the receiver URL as every template's do (`receiver.url`, here this process)."""
     hello = string.Template(
         (importlib.resources.files("nexusd.algorithms") / "hello.yaml").read_text()
-    ).substitute(NAMESPACE=namespace, RECEIVER_URL=receiver_url, SHARD=shard)
+    ).substitute(NAMESPACE=namespace, SHARD=shard)
     return parse_documents(hello, source="nexusd/algorithms/hello.yaml")
 
 
@@ -183,13 +184,19 @@ async def run(
         ):
             home = shards[DEV_SHARD]
             first = next(iter(shard_kubeconfigs), DEV_SHARD)
-            hello = hello_documents(namespace=namespace, receiver_url=url, shard=first)
+            hello = hello_documents(namespace=namespace, shard=first)
             if shard_kubeconfigs:
                 hello += per_shard_hello(hello, list(shard_kubeconfigs))
             for document in crd_documents() + hello + extra:
                 await apply(home.client, document, namespace=namespace)
+            # Every shard's pods report to this process, unless receiver.url says otherwise.
             running = await start_services(
-                nursery, foundation, shards=shards, scheduler=True, receiver=True
+                nursery,
+                foundation,
+                shards=shards,
+                scheduler=True,
+                receiver=True,
+                receiver_url=settings.receiver.url or url,
             )
             maintainer = await start_maintenance(
                 nursery,

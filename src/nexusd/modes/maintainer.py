@@ -32,7 +32,7 @@ from nexusd.modes.services import Running, start_services, start_submitter
 from nexusd.pipeline.collecting import Collector
 from nexusd.pipeline.heartbeats import run_heartbeat
 from nexusd.pipeline.maintaining import Maintainer, PassReport
-from nexusd.pipeline.observing import RUN_SELECTOR, ClusterView
+from nexusd.pipeline.observing import RUN_SELECTOR, ClusterView, RunKey, event_selector
 from nexusd.pipeline.reconciling import Reconciler
 from nexusd.pipeline.recovery import LostRunRecovery
 from nexusd.pipeline.rules import load_rules
@@ -62,12 +62,27 @@ async def start_maintenance(
 ) -> Maintainer:
     """Start the maintainer's informers, submitters and heartbeat; `watch=False` for --once."""
     queue = RunQueue(capacity=settings.maintainer.queue_capacity)
+    rules = load_rules(settings.maintainer.rules)
+    delay = settings.maintainer.wake_delay
+
+    def changed(key: RunKey) -> None:
+        queue.later(key, delay)  # the earliest wake-up of a burst stands for all of it
+
     views = {
-        name: ClusterView(shard=name, on_change=queue.add, on_resync=queue.wake_due)
+        name: ClusterView(
+            shard=name,
+            on_change=changed,
+            on_resync=queue.wake_due,
+            event_reasons=rules.event_reasons(),
+        )
         for name in shards
     }
     for name, shard in shards.items():
-        for resources, selector in (([JOBS, PODS], RUN_SELECTOR), ([EVENTS], None)):
+        informers = (
+            ([JOBS, PODS], {"label_selector": RUN_SELECTOR}),
+            ([EVENTS], {"field_selector": event_selector(rules.event_reasons())}),
+        )
+        for resources, selectors in informers:
             await nursery.start(
                 functools.partial(
                     run_informer,
@@ -75,8 +90,8 @@ async def start_maintenance(
                     resources=resources,
                     namespace=shard.namespace,
                     sink=views[name],
-                    label_selector=selector,
                     resync_seconds=settings.maintainer.interval,
+                    **selectors,
                 )
             )
         views[name].synced = True
@@ -101,7 +116,7 @@ async def start_maintenance(
             shards=shards,
             throttles=throttles,
             views=views,
-            rules=load_rules(settings.maintainer.rules),
+            rules=rules,
             clock=clock,
             recheck=queue.later,
         ),

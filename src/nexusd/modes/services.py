@@ -20,6 +20,7 @@ from nexusd.api.context import AppContext, Readiness
 from nexusd.kube.configuration import ConfigurationCache, run_configuration_cache
 from nexusd.kube.fitting import NodeCapacity, run_node_capacity
 from nexusd.kube.throttling import LocalBudget, ShardThrottle
+from nexusd.modes.building import load_bearer_auth, load_completion_tokens
 from nexusd.pipeline.budgets import StoreBudget
 from nexusd.pipeline.cancelling import Canceller
 from nexusd.pipeline.completing import Completer
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from nexusd.modes.building import Foundation
     from nexusd.settings import Settings
     from nexusd.stores.checkpoints import CheckpointStore
+    from nexusd.stores.signing import CompletionTokens
 
 logger = logging.getLogger(__name__)
 
@@ -92,26 +94,41 @@ async def start_services(
     shards: dict[str, Shard],
     scheduler: bool,
     receiver: bool,
+    receiver_url: str = "",
 ) -> Running:
-    """Start the HTTP API and, for a scheduler, the configuration cache and the submitter."""
+    """Start the HTTP API and, for a scheduler, the configuration cache and the submitter.
+    `receiver_url` is the receiver base URL pods get ("" = `receiver.url`)."""
     settings, store, payloads = foundation.settings, foundation.store, foundation.payloads
+    tokens = await load_completion_tokens(settings)
     context = AppContext(
         store=store,
         readiness=Readiness(),
         files=foundation.files,
         max_payload_size=settings.http.max_payload_size,
         max_batch_runs=settings.http.max_batch_runs,
+        max_idempotency_key=settings.http.max_idempotency_key,
         result_valid_for=dt.timedelta(seconds=settings.payloads.result_valid_for),
+        bearer=await load_bearer_auth(settings) if scheduler else None,
     )
     statistics = getattr(store, "statistics", None)
     if statistics is not None:
         context.statistics["store"] = statistics
     submitters = []
     if scheduler:
-        submitters = await _start_scheduler(nursery, foundation, shards, context)
+        submitters = await _start_scheduler(
+            nursery,
+            foundation,
+            shards,
+            context,
+            receiver_url=receiver_url or settings.receiver.url,
+            tokens=tokens,
+        )
     if receiver:
         context.completer = Completer(
-            store=store, payloads=payloads, result_valid_for=settings.payloads.result_valid_for
+            store=store,
+            payloads=payloads,
+            result_valid_for=settings.payloads.result_valid_for,
+            tokens=tokens,
         )
     app = create_app(context, scheduler=scheduler, receiver=receiver)
     shutdown, stopped = trio.Event(), trio.Event()
@@ -125,6 +142,7 @@ async def start_services(
             grace=settings.shutdown.grace,
             max_body_memory=settings.http.max_body_memory,
             keep_alive_timeout=settings.http.keep_alive_timeout,
+            access_log=settings.http.access_log,
         )
     )
     return Running(
@@ -171,7 +189,13 @@ async def start_submitter(
 
 
 async def _start_scheduler(
-    nursery: trio.Nursery, foundation: Foundation, shards: dict[str, Shard], context: AppContext
+    nursery: trio.Nursery,
+    foundation: Foundation,
+    shards: dict[str, Shard],
+    context: AppContext,
+    *,
+    receiver_url: str,
+    tokens: CompletionTokens | None,
 ) -> list[Submitter]:
     settings, clock, store = foundation.settings, foundation.clock, foundation.store
     # Templates and workgroups come from the scheduler's own cluster: the first shard.
@@ -238,6 +262,8 @@ async def _start_scheduler(
         inline_max=settings.payloads.inline_max if foundation.files is not None else 0,
         commit_timeout=settings.store.commit_timeout,
         capacities=capacities,
+        receiver_url=receiver_url,
+        completion_tokens=tokens,
     )
     context.canceller = Canceller(
         store=store,

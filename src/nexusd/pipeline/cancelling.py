@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from nexusd.core import metrics
 from nexusd.core.errors import KubeNotFound
 from nexusd.core.lifecycle import Stage
 from nexusd.kube.client import JOBS
@@ -88,6 +89,7 @@ class Canceller:
                 "algorithm_failure_details": f"Run cancelled, reason: '{request.reason}'",
             },
         )
+        metrics.transitioned(outcome, source="unknown", to=Stage.CANCELLED)
         if not outcome.applied or pending is None:
             return outcome  # finished already, or a dry run (never had a Job)
         queue = self.queues.get(pending.cluster)

@@ -18,6 +18,9 @@ every checkpoint it passes). A dry run is written once, already COMPLETED, so no
 submit it.
 
 Unlike upstream, which answers 202 before persisting anything, nothing accepted can be lost.
+
+A request with an `Idempotency-Key` (pipeline/idempotency.py) stores its key in the same
+insert as its first run; a taken key fails that insert (`KeyTaken`) having stored nothing.
 """
 
 from __future__ import annotations
@@ -30,11 +33,12 @@ import logging
 import re
 import uuid
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import trio
 
+from nexusd.core import metrics
 from nexusd.core.durations import format_go_duration, parse_go_duration
 from nexusd.core.errors import KubeNotFound, KubeUnavailable
 from nexusd.core.lifecycle import Stage
@@ -42,26 +46,37 @@ from nexusd.core.quantities import shown
 from nexusd.core.records import Checkpoint, NewRun, ParentRef, SubmissionEntry
 from nexusd.kube.client import JOBS
 from nexusd.kube.manifests import (
+    ReceiverUrl,
     build_job,
     dry_run_owner_reference,
     parent_owner_reference,
     resource_problems,
 )
-from nexusd.kube.overrides import merge_overrides, validate_overrides, validate_template_spec
+from nexusd.kube.overrides import (
+    merge_overrides,
+    refused_overrides,
+    validate_overrides,
+    validate_template_spec,
+)
+from nexusd.logs import label_run
 from nexusd.pipeline.bodies import Member, array_members, object_members, text_value
 from nexusd.pipeline.queueing import QueueFull, Reservation, VirtualQueue
+from nexusd.stores.signing import JOB_ATTEMPT
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from nexusd.core.clock import Clock
+    from nexusd.core.records import IdempotencyKey
     from nexusd.kube.configuration import ConfigurationCache
     from nexusd.kube.fitting import NodeCapacity
     from nexusd.kube.shards import Shard
     from nexusd.stores.checkpoints import CheckpointStore
     from nexusd.stores.payloads import PayloadStore
+    from nexusd.stores.signing import CompletionTokens
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 DRY_RUN_JOB_UID = "dry-run"
 #: Bodies up to this size are parsed on the event loop (well under a millisecond); larger
@@ -90,6 +105,9 @@ class RunRef:
     request_id: str
     attempt: int = 0
     template: dict[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
+    #: `trio.current_time()` when this process accepted the run (None: recovered), for
+    #: `nexusd_submission_latency_seconds`
+    accepted_at: float | None = attrs.field(default=None, eq=False, repr=False)
 
 
 class IntakeError(Exception):
@@ -231,6 +249,28 @@ def _valid_for(raw: str, default: float, maximum: float) -> dt.timedelta:
     return valid_for
 
 
+def batch_items(results: Sequence[str | IntakeError]) -> list[dict[str, Any]]:
+    """A batch's answer, in order: `{"requestId"}` per accepted run, `{"status", "error"}`
+    per refused one."""
+    return [
+        {"status": result.status, "error": str(result)}
+        if isinstance(result, IntakeError)
+        else {"requestId": result}
+        for result in results
+    ]
+
+
+def batch_results(items: Sequence[dict[str, Any]]) -> list[str | IntakeError]:
+    """`batch_items` read back: the results a stored answer was made of (without the
+    Retry-After of refusals, which only the first answer needed)."""
+    return [
+        str(item["requestId"])
+        if "requestId" in item
+        else IntakeError(str(item["error"]), status=int(item["status"]))
+        for item in items
+    ]
+
+
 def content_hash(payload: bytes) -> str:
     """Upstream core's content hash: base64 of the 8-hex-digit CRC32 of the payload."""
     return base64.b64encode(f"{zlib.crc32(payload):08x}".encode()).decode()
@@ -248,6 +288,10 @@ class Prepared:
     @property
     def request_id(self) -> str:
         return self.ref.request_id
+
+    def holding(self, idempotency: IdempotencyKey) -> Prepared:
+        """This run, stored holding the request's idempotency key."""
+        return attrs.evolve(self, run=attrs.evolve(self.run, idempotency=idempotency))
 
 
 @attrs.frozen
@@ -279,6 +323,11 @@ class Intake:
     commit_timeout: float = 30.0
     #: per shard, the nodes a run's pod must fit on (none: not checked)
     capacities: Mapping[str, NodeCapacity] = attrs.field(factory=dict)
+    #: the receiver base URL given to pods ("" = each template's own, `ReceiverUrl`) and the
+    #: completion tokens put in it (None: off, the template's receiver URL is left as it is
+    #: unless `receiver_url` replaces it)
+    receiver_url: str = ""
+    completion_tokens: CompletionTokens | None = None
     _verdicts: dict[str, tuple[dict[str, Any], list[str]]] = attrs.field(factory=dict, init=False)
     _large_bodies: trio.CapacityLimiter = attrs.field(
         factory=lambda: trio.CapacityLimiter(LARGE_BODY_PARSERS), init=False
@@ -293,16 +342,34 @@ class Intake:
             default_valid_for=self.default_valid_for,
             max_valid_for=self.max_valid_for,
         )
-        if len(body) <= THREAD_PARSE_MIN:
-            return parse()
-        return await trio.to_thread.run_sync(parse, limiter=self._large_bodies)
+        return await self.off_loop(parse, size=len(body))
 
-    async def accept(self, *, algorithm: str, request: ParsedRequest, dry_run: bool) -> str:
-        """Accept one parsed run; return its request id once it is durable and queued."""
+    async def off_loop(self, fn: Callable[[], _T], *, size: int) -> _T:
+        """Run `fn`, pure work on a request body of `size` bytes: here when the body is small,
+        else in a worker thread, so it does not stall every other request (at most
+        `LARGE_BODY_PARSERS` at once)."""
+        if size <= THREAD_PARSE_MIN:
+            return fn()
+        return await trio.to_thread.run_sync(fn, limiter=self._large_bodies)
+
+    async def accept(
+        self,
+        *,
+        algorithm: str,
+        request: ParsedRequest,
+        dry_run: bool,
+        idempotency: IdempotencyKey | None = None,
+    ) -> str:
+        """Accept one parsed run; return its request id once it is durable and queued. With
+        `idempotency`, the run holds that key (the same insert), or raises `KeyTaken` having
+        stored nothing (pipeline/idempotency.py answers the holder)."""
         resolved = self.resolve(algorithm)
         prepared = await self.prepare(algorithm, request, resolved, dry_run=dry_run)
+        if idempotency is not None:
+            prepared = prepared.holding(idempotency)
         reservation = None if dry_run else self._reserve(prepared)
         await self.commit([(prepared, reservation)])
+        label_run(request_id=prepared.request_id, algorithm=algorithm)  # the access log's too
         logger.debug(
             "accepted run", extra={"request_id": prepared.request_id, "algorithm": algorithm}
         )
@@ -317,15 +384,20 @@ class Intake:
             max_valid_for=self.max_valid_for,
             max_runs=max_runs,
         )
-        if len(body) <= THREAD_PARSE_MIN:
-            return parse()
-        return await trio.to_thread.run_sync(parse, limiter=self._large_bodies)
+        return await self.off_loop(parse, size=len(body))
 
     async def accept_batch(
-        self, *, algorithm: str, requests: Sequence[ParsedRequest | IntakeError], dry_run: bool
+        self,
+        *,
+        algorithm: str,
+        requests: Sequence[ParsedRequest | IntakeError],
+        dry_run: bool,
+        idempotency: IdempotencyKey | None = None,
     ) -> list[str | IntakeError]:
         """Accept the valid runs of a batch together (one transaction); return, in order, each
-        run's request id or its own error. Every id returned is durable and queued."""
+        run's request id or its own error. Every id returned is durable and queued. With
+        `idempotency`, the first accepted run holds the key and the whole answer
+        (`batch_items`), or `KeyTaken` is raised having stored nothing."""
         resolved = self.resolve(algorithm)
         results: list[str | IntakeError] = []
         ready: list[tuple[Prepared, Reservation[RunRef] | None]] = []
@@ -344,6 +416,10 @@ class Intake:
         except BaseException:
             _give_back([reservation for _, reservation in ready if reservation is not None])
             raise
+        if ready and idempotency is not None:
+            first, reservation = ready[0]
+            answer = attrs.evolve(idempotency, answer=batch_items(results))
+            ready[0] = (first.holding(answer), reservation)
         if ready:
             await self.commit(ready)
         return results
@@ -391,6 +467,9 @@ class Intake:
         owner = await self._parent_owner(request.parent, resolved.shard, dry_run=dry_run)
         applied = resolved.spec  # validated by `resolve`; never mutated
         if request.overrides:
+            refused = refused_overrides(resolved.spec, request.overrides)
+            if refused:
+                raise _invalid("; ".join(refused))
             applied = merge_overrides(resolved.spec, request.overrides)
             problems = validate_template_spec(applied)
             if problems:
@@ -423,6 +502,7 @@ class Intake:
             ),
             nexus_version=self.nexus_version,
             checked=True,
+            receiver=self._receiver(algorithm, request_id),
         )
         problems = resource_problems(job)
         if problems:
@@ -472,7 +552,12 @@ class Intake:
             ),
             payload=request.payload if inline else None,
         )
-        ref = RunRef(algorithm=algorithm, request_id=request_id, template=job)
+        ref = RunRef(
+            algorithm=algorithm,
+            request_id=request_id,
+            template=job,
+            accepted_at=trio.current_time(),
+        )
         return Prepared(run=run, shard=shard.name, ref=ref, payload=request.payload)
 
     async def commit(self, items: Sequence[tuple[Prepared, Reservation[RunRef] | None]]) -> None:
@@ -506,6 +591,7 @@ class Intake:
             for item, reservation in items:
                 if reservation is not None:
                     reservation.put(item.ref)
+                metrics.run_accepted(item.ref.algorithm)
         if bound.cancelled_caught:
             ids = ", ".join(item.request_id for item, _ in items)
             raise IntakeError(
@@ -538,6 +624,18 @@ class Intake:
             ) from None
         return parent_owner_reference(job)
 
+    def _receiver(self, algorithm: str, request_id: str) -> ReceiverUrl | None:
+        """What the run's pod gets as its receiver URL (see `ReceiverUrl`)."""
+        tokens = self.completion_tokens
+        if tokens is None and not self.receiver_url:
+            return None
+        token = (
+            tokens.token(algorithm=algorithm, request_id=request_id, attempt=JOB_ATTEMPT)
+            if tokens is not None
+            else ""
+        )
+        return ReceiverUrl(base=self.receiver_url, token=token)
+
     def _template_problems(self, algorithm: str, template: dict[str, Any], spec: Any) -> list[str]:
         """`validate_template_spec`, once per version of a template: the cache replaces a
         template's object when it changes, so the object itself is the version."""
@@ -553,6 +651,7 @@ class Intake:
         try:
             return self.queues[item.shard].reserve_nowait()
         except QueueFull:
+            metrics.queue_full(item.shard)
             raise IntakeError(
                 f"The submission queue for cluster {item.shard} is full. Please retry later.",
                 status=429,

@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from nexusd.core import metrics
 from nexusd.core.errors import KubeError, KubeNotFound, NotFound
 from nexusd.core.lifecycle import Stage
 from nexusd.kube.client import JOBS
+from nexusd.logs import run_context
 from nexusd.pipeline.classifying import Observation, classify
 
 if TYPE_CHECKING:
@@ -77,17 +79,19 @@ class Reconciler:
 
     async def reconcile_key_isolated(self, algorithm: str, request_id: str) -> None:
         """`reconcile_key`, with any failure logged and skipped (see module doc)."""
-        try:
-            await self.reconcile_key(algorithm, request_id)
-        except Exception:
-            self._failed(algorithm, request_id)
+        with run_context(request_id=request_id, algorithm=algorithm):
+            try:
+                await self.reconcile_key(algorithm, request_id)
+            except Exception:
+                self._failed(algorithm, request_id)
 
     async def reconcile_isolated(self, checkpoint: Checkpoint) -> None:
         """`reconcile`, with any failure logged and skipped (see module doc)."""
-        try:
-            await self.reconcile(checkpoint)
-        except Exception:
-            self._failed(checkpoint.algorithm, checkpoint.id)
+        with run_context(request_id=checkpoint.id, algorithm=checkpoint.algorithm):
+            try:
+                await self.reconcile(checkpoint)
+            except Exception:
+                self._failed(checkpoint.algorithm, checkpoint.id)
 
     def _failed(self, algorithm: str, request_id: str) -> None:
         self.errors += 1
@@ -124,6 +128,8 @@ class Reconciler:
     async def _apply(self, checkpoint: Checkpoint, verdict: Verdict, shard_name: str) -> None:
         assert verdict.stage is not None
         applied = await self._transition(checkpoint, verdict.stage, verdict.cause, verdict.details)
+        if applied:
+            metrics.verdict(verdict.rule, verdict.stage)
         if applied and verdict.delete_job:
             await self._delete_job(shard_name, checkpoint.id)
 
@@ -148,6 +154,7 @@ class Reconciler:
             )
         except NotFound:
             return False
+        metrics.transitioned(outcome, source=checkpoint.lifecycle_stage, to=to)
         if outcome.applied:
             self.transitions += 1
             logger.info(

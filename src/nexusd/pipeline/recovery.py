@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from nexusd.core import metrics
 from nexusd.core.lifecycle import Stage
 from nexusd.pipeline.intake import RunRef
 from nexusd.stores.checkpoints import DEFAULT_PAGE, HostCursor, StaleCursor
@@ -266,4 +267,5 @@ class LostRunRecovery:
                 "algorithm_failure_details": SUBMISSION_LOST_DETAILS,
             },
         )
+        metrics.transitioned(outcome, source=Stage.NEW, to=Stage.SCHEDULING_FAILED)
         return int(outcome.applied)

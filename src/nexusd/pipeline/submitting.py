@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import attrs
 import trio
 
+from nexusd.core import metrics
 from nexusd.core.errors import (
     KubeConflict,
     KubeNotFound,
@@ -36,6 +37,7 @@ from nexusd.core.errors import (
 )
 from nexusd.core.lifecycle import Stage
 from nexusd.kube.client import JOBS
+from nexusd.logs import run_context
 
 if TYPE_CHECKING:
     from nexusd.core.clock import Clock
@@ -95,12 +97,14 @@ class Submitter:
             self.in_flight -= 1
         if job is None:
             return
+        metrics.submitted(self.shard.name, ref.accepted_at, trio.current_time())
         outcome = await self.store.transition(
             **key,
             to=Stage.RUNNING,
             expected={Stage.BUFFERED},
             changes={"job_uid": job["metadata"].get("uid", ""), "sent_at": self.clock.now()},
         )
+        metrics.transitioned(outcome, source=Stage.BUFFERED, to=Stage.RUNNING)
         if not outcome.applied and outcome.stage is Stage.CANCELLED:
             await self._delete(ref)
 
@@ -161,7 +165,7 @@ class Submitter:
             await self.throttle.throttled()
 
     async def _fail(self, ref: RunRef, details: str) -> None:
-        await self.store.transition(
+        outcome = await self.store.transition(
             algorithm=ref.algorithm,
             request_id=ref.request_id,
             to=Stage.SCHEDULING_FAILED,
@@ -171,6 +175,7 @@ class Submitter:
                 "algorithm_failure_details": details,
             },
         )
+        metrics.transitioned(outcome, source=Stage.BUFFERED, to=Stage.SCHEDULING_FAILED)
         logger.warning("run failed to launch: %s", details, extra={"request_id": ref.request_id})
 
     async def _delete(self, ref: RunRef) -> None:
@@ -210,16 +215,18 @@ async def run_submitter(
     async def work() -> NoReturn:
         while True:
             ref = await queue.get()
-            try:
-                await submitter.submit(ref)
-            except StoreError:
-                # The run is still BUFFERED in the store; keep it ahead of new work.
-                logger.exception("store failed while submitting; requeueing")
-                queue.put_priority(ref, not_before=trio.current_time() + STORE_RETRY_DELAY)
+            with run_context(request_id=ref.request_id, algorithm=ref.algorithm):
+                try:
+                    await submitter.submit(ref)
+                except StoreError:
+                    # The run is still BUFFERED in the store; keep it ahead of new work.
+                    logger.exception("store failed while submitting; requeueing")
+                    queue.put_priority(ref, not_before=trio.current_time() + STORE_RETRY_DELAY)
 
     logger.info("submitter for shard %s started with %d workers", submitter.shard.name, workers)
-    async with trio.open_nursery() as nursery:
-        for _ in range(workers):
-            nursery.start_soon(work)
-        task_status.started()
+    with metrics.watching_submitter(submitter):
+        async with trio.open_nursery() as nursery:
+            for _ in range(workers):
+                nursery.start_soon(work)
+            task_status.started()
     raise AssertionError("unreachable: workers never return")  # pragma: no cover

@@ -8,6 +8,12 @@ Semantics every implementation must keep (tests/stores/test_checkpoint_contract.
   move to `to` (core.lifecycle) and, when `expected` is given, is one of `expected`. A terminal
   stage is never left. It raises `NotFound` for an unknown run and reports `applied=False` with
   the current stage otherwise. `last_modified` is set from the store's clock.
+- a run stored with an idempotency key (`NewRun.idempotency`, only the first run of a keyed
+  request carries one) holds `(algorithm, key)` for as long as the run is stored: ONE unique
+  index, so of any number of concurrent creates with the same key, across processes, exactly
+  one stores its runs; every other raises `KeyTaken` having stored nothing, and
+  `by_idempotency_key` then reads the winner (committed before the loser's insert failed).
+  `purge` releases the key with its run.
 - `get_payload` returns a payload stored inline by `create`; `purge` deletes it with its run and
   `purge_payloads` after the payload retention, like payload blobs.
 - reads never block writers (SQLite WAL, PostgreSQL MVCC).
@@ -49,6 +55,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
+from nexusd.core.errors import AlreadyExists
+
 if TYPE_CHECKING:
     import datetime as dt
     from collections.abc import Collection, Sequence
@@ -56,6 +64,7 @@ if TYPE_CHECKING:
     from nexusd.core.lifecycle import Stage
     from nexusd.core.records import (
         Checkpoint,
+        KeyedRun,
         NewRun,
         PendingSubmission,
         SubmissionEntry,
@@ -65,6 +74,11 @@ if TYPE_CHECKING:
 
 #: Rows returned by one `stale` or `purge` call unless the caller asks for another bound.
 DEFAULT_PAGE = 1000
+
+
+class KeyTaken(AlreadyExists):
+    """`create_many` refused the runs: a stored run already holds one of their idempotency
+    keys. Nothing of the call was stored; `by_idempotency_key` finds the holder."""
 
 
 @attrs.frozen
@@ -141,10 +155,15 @@ class CheckpointStore(Protocol):
         ...
 
     async def create_many(self, *, runs: Sequence[NewRun]) -> None:
-        """Store new runs in one transaction: all of them, or none (`AlreadyExists`)."""
+        """Store new runs in one transaction: all of them, or none (`AlreadyExists`; `KeyTaken`
+        when the conflict is an idempotency key)."""
         ...
 
     async def get(self, *, algorithm: str, request_id: str) -> Checkpoint | None: ...
+
+    async def by_idempotency_key(self, *, algorithm: str, key: str) -> KeyedRun | None:
+        """The stored run holding `key` for `algorithm` (its request's first run), or None."""
+        ...
 
     async def get_submission(
         self, *, algorithm: str, request_id: str
@@ -300,3 +319,7 @@ class CheckpointStore(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+#: The operations every store times in `nexusd_store_operation_duration_seconds`.
+OPERATIONS = tuple(name for name in vars(CheckpointStore) if name[0] != "_" and name != "aclose")

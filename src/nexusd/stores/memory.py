@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import trio
 
+from nexusd.core import metrics
 from nexusd.core.errors import AlreadyExists, NotFound
 from nexusd.core.lifecycle import TERMINAL, Stage
-from nexusd.core.records import NewRun, PendingSubmission, Transition
+from nexusd.core.records import KeyedRun, NewRun, PendingSubmission, Transition
 from nexusd.stores import rate_budgets
-from nexusd.stores.checkpoints import DEFAULT_PAGE, Heartbeat
+from nexusd.stores.checkpoints import DEFAULT_PAGE, OPERATIONS, Heartbeat, KeyTaken
 from nexusd.stores.validation import (
     allowed_sources,
     check_aware,
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Sequence
 
     from nexusd.core.clock import Clock
-    from nexusd.core.records import Checkpoint, SubmissionEntry
+    from nexusd.core.records import Checkpoint, IdempotencyKey, SubmissionEntry
     from nexusd.stores.checkpoints import HostCursor, QueueReport, StaleCursor
     from nexusd.stores.rate_budgets import BudgetState, TokenGrant
 
@@ -78,8 +79,12 @@ class MemoryCheckpointStore(rate_budgets.StepBudgets):
         self._heartbeats: dict[str, Heartbeat] = {}
         #: inline payloads: (written_at, data)
         self._payloads: dict[_Key, tuple[dt.datetime, bytes]] = {}
+        #: (algorithm, idempotency key) -> the run holding it, and each holder's key
+        self._keyed: dict[tuple[str, str], KeyedRun] = {}
+        self._key_of: dict[_Key, str] = {}
         #: shard -> its rate budget, shared by every submitter of this process
         self._budgets: dict[str, BudgetState] = {}
+        metrics.time_operations(self, OPERATIONS)
 
     async def create(
         self,
@@ -95,14 +100,22 @@ class MemoryCheckpointStore(rate_budgets.StepBudgets):
     async def create_many(self, *, runs: Sequence[NewRun]) -> None:
         await trio.lowlevel.checkpoint()
         keys = set()
+        idempotency_keys = set()
         for run in runs:
             check_submission(run.checkpoint, run.submission)
             key = (run.checkpoint.algorithm, run.checkpoint.id)
             if key in self._runs or key in keys:
                 raise AlreadyExists(f"run {key[0]}/{key[1]} already exists")
             keys.add(key)
+            if run.idempotency is not None:
+                held = (run.checkpoint.algorithm, run.idempotency.key)
+                if held in self._keyed or held in idempotency_keys:
+                    raise KeyTaken(f"idempotency key {held[1]!r} of {held[0]} is taken")
+                idempotency_keys.add(held)
         for run in runs:
             key = (run.checkpoint.algorithm, run.checkpoint.id)
+            if run.idempotency is not None:
+                self._hold_key(run.checkpoint.algorithm, run.checkpoint.id, run.idempotency)
             self._put(_detached(run.checkpoint))
             if run.submission is not None:
                 self._submissions[key] = attrs.evolve(
@@ -115,6 +128,11 @@ class MemoryCheckpointStore(rate_budgets.StepBudgets):
         await trio.lowlevel.checkpoint()
         found = self._runs.get((algorithm, request_id))
         return None if found is None else _detached(found)
+
+    async def by_idempotency_key(self, *, algorithm: str, key: str) -> KeyedRun | None:
+        await trio.lowlevel.checkpoint()
+        found = self._keyed.get((algorithm, key))
+        return None if found is None else copy.deepcopy(found)
 
     async def get_submission(self, *, algorithm: str, request_id: str) -> SubmissionEntry | None:
         await trio.lowlevel.checkpoint()
@@ -299,6 +317,9 @@ class MemoryCheckpointStore(rate_budgets.StepBudgets):
             del self._runs[key]
             self._submissions.pop(key, None)
             self._payloads.pop(key, None)
+            held = self._key_of.pop(key, None)
+            if held is not None:
+                del self._keyed[(checkpoint.algorithm, held)]
         return sorted((cp.algorithm, cp.id) for cp in doomed)
 
     async def purge_payloads(
@@ -333,6 +354,12 @@ class MemoryCheckpointStore(rate_budgets.StepBudgets):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+    def _hold_key(self, algorithm: str, request_id: str, idempotency: IdempotencyKey) -> None:
+        self._keyed[(algorithm, idempotency.key)] = KeyedRun(
+            request_id=request_id, idempotency=copy.deepcopy(idempotency)
+        )
+        self._key_of[(algorithm, request_id)] = idempotency.key
 
     def _put(self, checkpoint: Checkpoint, *, replacing: Checkpoint | None = None) -> None:
         """Store `checkpoint`, moving its index entries from `replacing`'s."""

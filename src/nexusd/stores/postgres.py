@@ -17,7 +17,8 @@ Every write is ONE autocommitted statement or transaction:
 
 - `create_many` (and `create`): the runs, their manifests and inline payloads in ONE
   transaction, its statements pipelined (one round trip), so they are stored together or not at
-  all; a duplicate key is `AlreadyExists`.
+  all; a duplicate key is `AlreadyExists`, a taken idempotency key (the unique index
+  `checkpoints_idempotency_key`) `KeyTaken`.
 - `transition`: ``UPDATE ... WHERE algorithm = %s AND id = %s AND lifecycle_stage = ANY(%s)``:
   a compare-and-set the server applies atomically under its row lock, also across processes.
   Only when it matched no row does a second (read) statement tell "unknown run" (`NotFound`)
@@ -60,10 +61,11 @@ import trio
 from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from nexusd.core import metrics
 from nexusd.core.errors import AlreadyExists, NotFound, StoreError
 from nexusd.core.lifecycle import TERMINAL, Stage
 from nexusd.core.records import NewRun, Transition
-from nexusd.stores.checkpoints import DEFAULT_PAGE
+from nexusd.stores.checkpoints import DEFAULT_PAGE, OPERATIONS, KeyTaken
 from nexusd.stores.postgres_admin import (
     CONNECT_TIMEOUT_S,
     Connection,
@@ -79,6 +81,7 @@ from nexusd.stores.postgres_schema import (
     decode_submission,
     decode_time,
     encode_checkpoint,
+    encode_json,
     encode_submission,
     encode_value,
 )
@@ -86,10 +89,14 @@ from nexusd.stores.sql_reads import (
     COLUMN_LIST,
     COLUMNS,
     IDENTITY_HINT,
+    INSERT_COLUMN_LIST,
+    KEY_COLUMNS,
+    KEY_INDEX,
     LIVE_CONDITION,
     LIVE_STAGES,
     SqlReads,
     heartbeat_row,
+    key_row,
 )
 from nexusd.stores.validation import (
     allowed_sources,
@@ -118,7 +125,8 @@ DEFAULT_MAX_SIZE = 16
 DEFAULT_POOL_TIMEOUT_S = 30.0
 
 _INSERT_CHECKPOINT = (
-    f"INSERT INTO checkpoints ({COLUMN_LIST}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
+    f"INSERT INTO checkpoints ({INSERT_COLUMN_LIST}) "
+    f"VALUES ({', '.join(['%s'] * (len(COLUMNS) + len(KEY_COLUMNS)))})"
 )
 # The run's key was just inserted into `checkpoints`, so a row here can only be a leftover.
 _INSERT_SUBMISSION = (
@@ -219,6 +227,7 @@ class PostgresCheckpointStore(PostgresBudgets, SqlReads):
         self._identities: list[Connection] = []
         #: `user@host:port/dbname`, safe to log
         self.where = self._calls.where
+        metrics.time_operations(self, OPERATIONS)
 
     @classmethod
     async def open(
@@ -320,7 +329,10 @@ class PostgresCheckpointStore(PostgresBudgets, SqlReads):
         checkpoints, entries, payloads = [], [], []
         for run in runs:
             check_submission(run.checkpoint, run.submission)
-            checkpoints.append(encode_checkpoint(run.checkpoint))
+            held, fingerprint, answer = key_row(run.idempotency)
+            checkpoints.append(
+                (*encode_checkpoint(run.checkpoint), held, fingerprint, encode_json(answer))
+            )
             if run.submission is not None:
                 entries.append(encode_submission(run.submission))
             if run.payload is not None:
@@ -340,6 +352,10 @@ class PostgresCheckpointStore(PostgresBudgets, SqlReads):
                     if payloads:
                         cursor.executemany(_INSERT_PAYLOAD, payloads)
             except errors.UniqueViolation as exc:
+                # A concurrent insert of the same key waited for the holder's transaction and
+                # failed once it committed, so the holder is there for the next read.
+                if exc.diag.constraint_name == KEY_INDEX:
+                    raise KeyTaken(f"idempotency key taken: {exc.diag.message_detail}") from None
                 raise AlreadyExists(f"a run already exists: {exc.diag.message_detail}") from None
 
         await self._run(insert)

@@ -21,8 +21,11 @@ schema; version 2 adds `scheduler_heartbeats(host, last_seen)`; version 3 adds
 submitters' shared `rate_budgets` and the functions that grant and cut them on the server's
 clock, `nexusd_grant_tokens` and `nexusd_cut_rate`; version 5 adds `checkpoints_live_modified`,
 a partial index over the non-terminal stages in the `stale` scan's order, its text columns in
-`COLLATE "C"` like the scan's ORDER BY, and the heartbeat's queue report columns). Every change runs
-in one transaction that first takes a transaction-level advisory lock
+`COLLATE "C"` like the scan's ORDER BY, and the heartbeat's queue report columns; version 6
+adds the idempotency key a request's first run holds, `idempotency_key` ('' for none),
+`idempotency_fingerprint` and `idempotency_answer json`, with the unique partial index
+`checkpoints_idempotency_key` over `(algorithm, idempotency_key)` of non-empty keys). Every
+change runs in one transaction that first takes a transaction-level advisory lock
 (`pg_advisory_xact_lock(SCHEMA_LOCK_KEY)`), so nexusd processes starting together migrate once
 and the others see the result; DDL is transactional in PostgreSQL, so a failed step leaves
 the previous version intact.
@@ -225,6 +228,19 @@ ALTER TABLE scheduler_heartbeats
     ADD COLUMN last_taken_age double precision;
 """
 
+# Idempotency keys: the columns have constant defaults (no table rewrite), and the partial index
+# holds only keyed runs, so building it over an existing table finds nothing to hold. It is the
+# only arbiter between schedulers: a second insert of a key waits for the first's transaction,
+# then fails with a unique violation naming this index.
+_V6 = """
+ALTER TABLE checkpoints
+    ADD COLUMN idempotency_key text NOT NULL DEFAULT '',
+    ADD COLUMN idempotency_fingerprint text NOT NULL DEFAULT '',
+    ADD COLUMN idempotency_answer json;
+CREATE UNIQUE INDEX checkpoints_idempotency_key ON checkpoints (algorithm, idempotency_key)
+    WHERE idempotency_key <> '';
+"""
+
 #: Never edit a released step (databases in the field were built by it); add a new one.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, description="checkpoints and submission_buffer", sql=_V1),
@@ -232,6 +248,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=3, description="checkpoints.cluster, payloads", sql=_V3),
     Migration(version=4, description="rate_budgets", sql=_V4),
     Migration(version=5, description="checkpoints_live_modified, heartbeat queue reports", sql=_V5),
+    Migration(version=6, description="idempotency keys", sql=_V6),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -286,6 +303,11 @@ def apply_migrations(
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_json(value: Any) -> Json | None:
+    """A json column's parameter; None stays NULL."""
+    return None if value is None else Json(value, dumps=_dumps)
 
 
 def encode_value(name: str, value: Any) -> Any:

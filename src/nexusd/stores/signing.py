@@ -5,6 +5,10 @@ padding, carried in the query string as ``exp=<unix seconds>&sig=<mac>``. The sc
 (``payload:get``, ``result:put``, ``result:get``) stops a URL signed for one use (downloading a
 payload) from being replayed for another (uploading a result to the same path).
 
+The same key also makes each run's completion token (`CompletionTokens`): HMAC-SHA256 over
+(algorithm, request id, attempt), which the scheduler puts in the receiver URL a run's pod is
+given and the receiver checks before it records a completion (see `nexusd.api.auth`).
+
 The stdlib `hmac` does the work: the scheme is three fields and a compare, and pulling in a
 token library (itsdangerous, JWT) would add a format nobody else needs to read.
 """
@@ -86,6 +90,37 @@ class UrlSigner:
         message = "\0".join(("nexusd-url-v1", scope, path, expires)).encode("utf-8", "replace")
         digest = hmac.digest(self._secret, message, "sha256")
         return urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+#: The attempt of a run in Job mode. nexusd creates a run's Job once: resubmission after a
+#: restart or a peer's recovery finds it AlreadyExists, and the Job's own pod retries
+#: (backoffLimit) replace a pod that has ended, so one run has one attempt. Warm pools (issue
+#: 13) lease a run to a worker: each lease is a new attempt, recorded with the run, whose
+#: token replaces the last one, so a worker whose lease was taken away cannot complete it.
+JOB_ATTEMPT = 1
+
+
+class CompletionTokens:
+    """Per-run completion tokens: only the pod given a run's token can report its outcome.
+
+    A token is a MAC of (algorithm, request id, attempt): nothing needs storing, and the
+    scheduler that makes it and the receiver that checks it only share the key.
+    """
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ValueError(f"the token key must have at least {MIN_SECRET_BYTES} bytes")
+        self._secret = secret
+
+    def token(self, *, algorithm: str, request_id: str, attempt: int) -> str:
+        """43 URL-safe characters (a path segment as they are)."""
+        message = "\0".join(("nexusd-completion-v1", algorithm, request_id, str(attempt)))
+        digest = hmac.digest(self._secret, message.encode("utf-8", "replace"), "sha256")
+        return urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+    def matches(self, token: str, *, algorithm: str, request_id: str, attempt: int) -> bool:
+        expected = self.token(algorithm=algorithm, request_id=request_id, attempt=attempt)
+        return hmac.compare_digest(expected.encode(), token.encode("utf-8", "replace"))
 
 
 def load_or_create_secret(path: Path) -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from nexusd.core.lifecycle import Stage
-from nexusd.core.records import PendingSubmission
+from nexusd.core.records import IdempotencyKey, KeyedRun, PendingSubmission
 from nexusd.stores.checkpoints import DEFAULT_PAGE, Heartbeat, QueueReport
 from nexusd.stores.validation import check_aware, check_limit
 
@@ -47,6 +47,19 @@ COLUMNS = (
     "cluster",
 )
 COLUMN_LIST = ", ".join(COLUMNS)
+#: The idempotency key a request's first run holds (schema version 6 in both stores): written
+#: by the run's insert, read only by `by_idempotency_key`, so not part of the `Checkpoint`.
+KEY_COLUMNS = ("idempotency_key", "idempotency_fingerprint", "idempotency_answer")
+#: The columns a new run's checkpoint row is inserted with.
+INSERT_COLUMN_LIST = ", ".join((*COLUMNS, *KEY_COLUMNS))
+#: The name of the unique index over `(algorithm, idempotency_key)` (non-empty keys only).
+KEY_INDEX = "checkpoints_idempotency_key"
+#: The holder of a key: a point read of that index, whose WHERE (`<> ''`) it repeats so the
+#: planner may use it (`{mark}` is the driver's placeholder).
+KEY_QUERY = (
+    "SELECT id, idempotency_fingerprint, idempotency_answer FROM checkpoints "
+    "WHERE algorithm = {mark} AND idempotency_key = {mark} AND idempotency_key <> ''"
+)
 #: The stages of a run still under way, and the WHERE term of the partial index over them
 #: (`checkpoints_live_modified`, schema version 5 in both stores). Spelled out: the index is
 #: released schema, and a query can use it only when its own WHERE repeats this term exactly
@@ -67,9 +80,17 @@ def heartbeat_row(queues: QueueReport | None) -> tuple[Any, Any, Any]:
     return (queues.queued, queues.oldest_queued_age, queues.last_taken_age)
 
 
+def key_row(idempotency: IdempotencyKey | None) -> tuple[str, str, Any]:
+    """A new run's `KEY_COLUMNS` values, the answer still a Python value ('' = no key)."""
+    if idempotency is None:
+        return ("", "", None)
+    return (idempotency.key, idempotency.fingerprint, idempotency.answer)
+
+
 class SqlReads:
     """Mixin: `heartbeats`, `heartbeat_reports`, `get`, `get_submission`,
-    `pending_submission`, `get_payload`, `by_tag`, `by_host_and_stage` over `_select`."""
+    `pending_submission`, `get_payload`, `by_tag`, `by_host_and_stage`,
+    `by_idempotency_key` over `_select`."""
 
     #: the driver's placeholder
     MARK: ClassVar[str]
@@ -130,6 +151,23 @@ class SqlReads:
             (algorithm, request_id),
         )
         return self._decode_checkpoint(rows[0]) if rows else None
+
+    async def by_idempotency_key(self, *, algorithm: str, key: str) -> KeyedRun | None:
+        """A point read of the unique index (`key` is never empty: '' means "no key")."""
+        if not key:
+            return None
+        rows = await self._select(KEY_QUERY.format(mark=self.MARK), (algorithm, key))
+        if not rows:
+            return None
+        request_id, fingerprint, answer = rows[0]
+        return KeyedRun(
+            request_id=request_id,
+            idempotency=IdempotencyKey(
+                key=key,
+                fingerprint=fingerprint,
+                answer=None if answer is None else self._decode_json(answer),
+            ),
+        )
 
     async def get_submission(self, *, algorithm: str, request_id: str) -> SubmissionEntry | None:
         rows = await self._select(

@@ -38,19 +38,23 @@ from urllib.parse import quote
 import apsw
 import trio
 
+from nexusd.core import metrics
 from nexusd.core.errors import AlreadyExists, NotFound, StoreError
 from nexusd.core.lifecycle import TERMINAL, Stage
 from nexusd.core.records import NewRun, Transition
-from nexusd.stores.checkpoints import DEFAULT_PAGE
+from nexusd.stores.checkpoints import DEFAULT_PAGE, OPERATIONS, KeyTaken
 from nexusd.stores.locking import FileLock, take_lock
 from nexusd.stores.sql_reads import (
     COLUMN_LIST,
     COLUMNS,
     IDENTITY_HINT,
+    INSERT_COLUMN_LIST,
+    KEY_COLUMNS,
     LIVE_CONDITION,
     LIVE_STAGES,
     SqlReads,
     heartbeat_row,
+    key_row,
 )
 from nexusd.stores.sqlite_budgets import SqliteBudgets
 from nexusd.stores.sqlite_schema import (
@@ -58,6 +62,7 @@ from nexusd.stores.sqlite_schema import (
     decode_submission,
     decode_time,
     encode_checkpoint,
+    encode_json,
     encode_submission,
     encode_time,
     encode_value,
@@ -93,7 +98,8 @@ DEFAULT_READERS = 4
 BUSY_TIMEOUT_MS = 5_000
 
 _INSERT_CHECKPOINT = (
-    f"INSERT INTO checkpoints ({COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))})"
+    f"INSERT INTO checkpoints ({INSERT_COLUMN_LIST}) "
+    f"VALUES ({', '.join('?' * (len(COLUMNS) + len(KEY_COLUMNS)))})"
 )
 # The run's key was just inserted into `checkpoints`, so any row here is a stale leftover.
 _INSERT_SUBMISSION = (
@@ -145,7 +151,14 @@ def _encode_new_run(
     if run.payload is not None:
         written = encode_time(checkpoint.received_at)
         payload = (checkpoint.algorithm, checkpoint.id, written, run.payload)
-    return encode_checkpoint(checkpoint), entry, payload
+    key, fingerprint, answer = key_row(run.idempotency)
+    row = (
+        *encode_checkpoint(checkpoint),
+        key,
+        fingerprint,
+        None if answer is None else encode_json(answer),
+    )
+    return row, entry, payload
 
 
 def _open_writer(path: Path, synchronous: Synchronous) -> apsw.Connection:
@@ -244,6 +257,7 @@ class SqliteCheckpointStore(SqliteBudgets, SqlReads):
         self._readers = readers
         self._locks: list[FileLock] = []
         self.path = path
+        metrics.time_operations(self, OPERATIONS)
 
     @classmethod
     async def open(
@@ -326,7 +340,14 @@ class SqliteCheckpointStore(SqliteBudgets, SqlReads):
             for checkpoint, entry, payload in rows:
                 try:
                     connection.execute(_INSERT_CHECKPOINT, checkpoint)
-                except apsw.ConstraintError:
+                except apsw.ConstraintError as exc:
+                    # The primary key is the run's id; the one other unique index, the key.
+                    # (`extendedresult` is documented, not in the stubs.)
+                    if getattr(exc, "extendedresult", None) == apsw.SQLITE_CONSTRAINT_UNIQUE:
+                        raise KeyTaken(
+                            f"idempotency key {checkpoint[len(COLUMNS)]!r} of {checkpoint[0]} "
+                            "is taken"
+                        ) from None
                     raise AlreadyExists(
                         f"run {checkpoint[0]}/{checkpoint[1]} already exists"
                     ) from None

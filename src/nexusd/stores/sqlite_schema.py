@@ -23,7 +23,10 @@ epoch on the store's clock (only their differences matter, and no one reads them
 5 = `checkpoints_live_modified`, a partial index over the non-terminal stages in the `stale`
 scan's order `(last_modified, algorithm, id)`, so a sweep reads it in order with no temporary
 B-tree, and the heartbeat's queue report (`queued`, `oldest_queued_age`, `last_taken_age`,
-NULL from a process without queues).
+NULL from a process without queues);
+6 = the idempotency key a request's first run holds (`idempotency_key`, '' for none,
+`idempotency_fingerprint`, `idempotency_answer` JSON text or NULL) and the unique partial index
+`checkpoints_idempotency_key` over `(algorithm, idempotency_key)` of non-empty keys.
 `PRAGMA user_version` is the schema version; `migrate` brings a database up to date, one step
 per version, and refuses a database written by a newer nexusd.
 """
@@ -133,9 +136,19 @@ ALTER TABLE scheduler_heartbeats ADD COLUMN oldest_queued_age REAL;
 ALTER TABLE scheduler_heartbeats ADD COLUMN last_taken_age REAL;
 """
 
+# Only keyed runs are in the index, so it costs nothing for runs without a key, and building it
+# over an existing table finds no row to hold.
+_V6 = """
+ALTER TABLE checkpoints ADD COLUMN idempotency_key TEXT NOT NULL DEFAULT '';
+ALTER TABLE checkpoints ADD COLUMN idempotency_fingerprint TEXT NOT NULL DEFAULT '';
+ALTER TABLE checkpoints ADD COLUMN idempotency_answer TEXT;
+CREATE UNIQUE INDEX checkpoints_idempotency_key ON checkpoints (algorithm, idempotency_key)
+    WHERE idempotency_key <> '';
+"""
+
 #: MIGRATIONS[n] takes a database from user_version n to n + 1. Never edit a released step:
 #: databases in the field were built by it; add a new one.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

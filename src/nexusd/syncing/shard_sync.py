@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import trio
 
+from nexusd.core import metrics
 from nexusd.core.errors import KubeConflict, KubeError, KubeUnavailable
 from nexusd.kube.client import CONFIGMAPS, SECRETS, TEMPLATES, WORKGROUPS, KubeClient, Resource
 from nexusd.kube.watching import run_informer
@@ -89,6 +90,7 @@ class ShardReconciler:
         """Steps 1-4 of the module docstring, until cancelled."""
         logger.info("shard %s: reconciler starting (%s)", self.name, self.client.server)
         task_status.started()
+        metrics.watch_sync(self.state)
         try:
             await self._wait_reachable()
             async with trio.open_nursery() as nursery:
@@ -98,6 +100,7 @@ class ShardReconciler:
                 nursery.start_soon(self._sweep_periodically)
                 await self._work()
         finally:
+            metrics.unwatch_sync(self.state)
             logger.info("shard %s: reconciler stopped", self.name)
 
     async def _wait_reachable(self) -> None:
