@@ -111,3 +111,22 @@ async def test_the_access_log_can_be_turned_off(
     nexus = await start_nexus(**{"http.access_log": False})
     assert (await http.get(f"{nexus.url}/healthz")).status_code == 200
     assert access.lines() == []
+
+
+async def test_tokens_and_signatures_are_not_logged(
+    start_nexus: StartNexus, http: httpx.AsyncClient, access: Capture
+) -> None:
+    nexus = await start_nexus()
+    token_path = "/t/SECRET-TOKEN/algorithm/v1/check/hello/requests/nope"
+    await http.get(f"{nexus.url}{token_path}")
+    await http.get(f"{nexus.url}/data/v1/payloads/hello/requests/nope?exp=1&sig=SECRET-SIG")
+    # a line is written once its request's handler has returned: the next request on the
+    # same connection is read after that
+    await http.get(f"{nexus.url}/healthz")
+    skipped = {"/readyz", "/healthz"}
+    paths = [d["http"]["path"] for d in access.documents() if d["http"]["path"] not in skipped]
+    assert paths == [
+        "/t/<redacted>/algorithm/v1/check/hello/requests/nope",
+        "/data/v1/payloads/hello/requests/nope?exp=1&sig=<redacted>",
+    ]
+    assert "SECRET" not in access.plain.getvalue()

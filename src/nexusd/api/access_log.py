@@ -12,11 +12,16 @@ same fields under `http`.
 A thin ASGI wrapper outside `guard`, so requests the body budget refuses (413, 429) are logged
 too. hypercorn's own access log is not used: it cannot see the run a request is about. Turned
 off by `http.access_log = false`; a logger level above INFO skips the formatting as well.
+
+Secrets never reach the log: a receiver path's completion token (`/t/<token>/...`) and a signed
+URL's `sig` are written as `<redacted>`, since whoever reads the logs could otherwise complete
+runs or fetch payloads and results.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -26,6 +31,9 @@ if TYPE_CHECKING:
     from nexusd.api.asgi import App, Message, Receive, Scope, Send
 
 logger = logging.getLogger("nexusd.access")
+
+_TOKEN_PATH = re.compile(r"^/t/[^/]*")
+_SIGNATURE = re.compile(r"(^|&)(sig=)[^&]*")
 
 
 def log_access(app: App) -> App:
@@ -55,8 +63,8 @@ def log_access(app: App) -> App:
 
 
 def _log(scope: Scope, status: int, duration_ms: float) -> None:
-    query = scope.get("query_string") or b""
-    path = scope["path"] + ("?" + query.decode("latin-1") if query else "")
+    query = _SIGNATURE.sub(r"\1\2<redacted>", (scope.get("query_string") or b"").decode("latin-1"))
+    path = _TOKEN_PATH.sub("/t/<redacted>", scope["path"]) + ("?" + query if query else "")
     client = scope.get("client")
     remote = f"{client[0]}:{client[1]}" if client else "-"
     logger.info(
