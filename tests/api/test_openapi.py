@@ -239,3 +239,35 @@ async def test_the_docs_page_shows_every_operation_without_outside_resources(
                 assert f"<code>{method.upper()} {path}</code>" in page
         assert "<script" not in page
         assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched
+
+
+async def test_with_bearer_auth_on_the_document_says_which_routes_need_a_token(
+    start_nexus: StartNexus, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("docs-0123456789abcdef\n")
+    nexus = await start_nexus(**{"auth.token_file": str(tokens)})
+    version = VERSIONS[0]
+    document = await fetch_document(http, nexus.url, version)  # the documents stay open
+    validate(document)
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    run = document["paths"][f"{version.prefix}/run/{{algorithm}}"]["post"]
+    assert run["security"] == [{"bearer": []}]
+    assert {"401", "403"} <= run["responses"].keys()
+    assert "WWW-Authenticate" in run["responses"]["401"]["headers"]
+    # the receiver's routes are guarded by completion tokens, not bearer tokens
+    complete = document["paths"][f"{version.prefix}/complete/{{algorithm}}/requests/{{request_id}}"]
+    assert "security" not in complete["post"]
+    # and a token-less call really gets the documented 401
+    refused = await http.post(f"{nexus.url}{version.prefix}/run/hello", json={})
+    assert refused.status_code == 401
+    assert refused.headers["content-type"].startswith("text/plain")
+
+
+async def test_without_auth_no_route_declares_a_token(
+    nexus: Running, http: httpx.AsyncClient
+) -> None:
+    document = await fetch_document(http, nexus.url, VERSIONS[0])
+    assert "components" not in document
+    operations = [op for methods in document["paths"].values() for op in methods.values()]
+    assert not any("security" in op or "401" in op["responses"] for op in operations)

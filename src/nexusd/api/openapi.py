@@ -11,7 +11,9 @@ Answers every route can give are added here rather than repeated per handler: 50
 checkpoint store is unavailable (`api.app`), and for a route with a request body 413 (too
 large) and 429 (the process holds `http.max_body_memory` of bodies already), both of which
 the ASGI guard (`api.asgi`) may give before the app sees the request, so without the
-`Nexus-Api-Version` header.
+`Nexus-Api-Version` header. When the process checks bearer tokens (`auth.token_file` or
+`auth.jwks`), every route that needs one (`api.auth.needs_bearer`) declares the bearer security
+scheme and its 401 and 403, which the auth middleware gives before the app as well.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+from nexusd.api.auth import needs_bearer
 from nexusd.api.schemas import PATH_PARAMETERS, TEXT
 from nexusd.api.versions import HEADER, VERSIONS, version_of
 
@@ -153,11 +156,24 @@ _BODIES_IN_FLIGHT = attrs.evolve(
     before_app=True,
 )
 
+#: What a route behind bearer auth may answer (`api.auth`), before the app.
+_UNAUTHENTICATED = attrs.evolve(
+    text_answer("No valid bearer token; the body says why"),
+    headers={"WWW-Authenticate": {"schema": {"type": "string"}}},
+    before_app=True,
+)
+_FORBIDDEN = attrs.evolve(
+    text_answer("The bearer token is valid but lacks auth.required_scope"), before_app=True
+)
+BEARER = "bearer"
+
 
 def document(app: Quart, version: ApiVersion) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the routes `app` serves under `version`."""
     paths: dict[str, dict[str, Any]] = {}
     tags: set[str] = set()
+    context = app.config.get("NEXUSD")
+    authenticated = getattr(context, "bearer", None) is not None
     for rule in sorted(app.url_map.iter_rules(), key=lambda rule: rule.rule):
         if version_of(rule.endpoint) != version:
             continue
@@ -165,9 +181,12 @@ def document(app: Quart, version: ApiVersion) -> dict[str, Any]:
         if declared is None:
             raise LookupError(f"route {rule.rule} ({rule.endpoint}) has no @operation")
         tags.add(declared.tag)
+        guarded = authenticated and needs_bearer(_path(rule))
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            paths.setdefault(_path(rule), {})[method.lower()] = _operation(rule, declared, version)
-    return {
+            paths.setdefault(_path(rule), {})[method.lower()] = _operation(
+                rule, declared, version, guarded=guarded
+            )
+    rendered: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,
         "info": {
             "title": f"nexusd API {version.name}",
@@ -179,6 +198,9 @@ def document(app: Quart, version: ApiVersion) -> dict[str, Any]:
         "tags": [{"name": tag} for tag in sorted(tags)],
         "paths": paths,
     }
+    if authenticated:
+        rendered["components"] = {"securitySchemes": {BEARER: {"type": "http", "scheme": "bearer"}}}
+    return rendered
 
 
 def _path(rule: Rule) -> str:
@@ -186,7 +208,9 @@ def _path(rule: Rule) -> str:
     return _ARGUMENT.sub(r"{\1}", rule.rule)
 
 
-def _operation(rule: Rule, declared: Operation, version: ApiVersion) -> dict[str, Any]:
+def _operation(
+    rule: Rule, declared: Operation, version: ApiVersion, *, guarded: bool
+) -> dict[str, Any]:
     parameters = [
         {"name": name, "in": "path", "required": True, **PATH_PARAMETERS[name]}
         for name in _ARGUMENT.findall(rule.rule)
@@ -196,6 +220,8 @@ def _operation(rule: Rule, declared: Operation, version: ApiVersion) -> dict[str
     more = {503: _STORE_UNAVAILABLE}
     if declared.body is not None:
         more |= {413: _TOO_LARGE, 429: _BODIES_IN_FLIGHT}
+    if guarded:
+        more |= {401: _UNAUTHENTICATED, 403: _FORBIDDEN}
     if version.experimental:
         parameters += declared.experimental_parameters
         for status, answer in declared.experimental_responses.items():
@@ -213,6 +239,8 @@ def _operation(rule: Rule, declared: Operation, version: ApiVersion) -> dict[str
     }
     if declared.description:
         rendered["description"] = declared.description
+    if guarded:
+        rendered["security"] = [{BEARER: []}]
     if declared.body is not None:
         rendered["requestBody"] = {"required": True, "content": {JSON: {"schema": declared.body}}}
     return rendered
