@@ -17,6 +17,8 @@ HTTP as any cluster). `NEXUSD_PERF_RUNS` (default 100000) sets the scale.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
 import math
 import os
@@ -28,13 +30,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import httpx
 import pytest
 import trio
 
 from nexusd.core.clock import SystemClock
 from nexusd.core.lifecycle import Stage
 from nexusd.core.records import Checkpoint, NewRun, SubmissionEntry
-from nexusd.devcluster import ANNOTATION_DURATION, DevClusterConfig, run_dev_cluster
+from nexusd.devcluster import (
+    ANNOTATION_DURATION,
+    ANNOTATION_OOM,
+    DevClusterConfig,
+    run_dev_cluster,
+)
 from nexusd.devcluster.nodes import NodeGroup
 from nexusd.devcluster.resources import EVENTS, JOBS, PODS
 from nexusd.stores.postgres import PostgresCheckpointStore
@@ -189,9 +197,8 @@ class Probe:
     cpu: float
 
 
-async def probe_sweep(env: dict[str, str], log: Path, window: float) -> Probe:
+async def probe_sweep(env: dict[str, str], log: Path, window: float, port: int) -> Probe:
     """`nexusd maintainer` for `window` seconds from its start, probed by `http_probe`."""
-    port = free_port()
     env = {**env, "NEXUS__HTTP__PORT": str(port), "NEXUS__HTTP__HOST": "127.0.0.1"}
     with log.open("ab") as stderr:
         process = await trio.lowlevel.open_process(
@@ -220,6 +227,65 @@ async def probe_sweep(env: dict[str, str], log: Path, window: float) -> Probe:
             await process.wait()
     seen = json.loads(probed.stdout)
     return Probe(seen["latencies"], seen["serving_after"], seen["ready_after"], cpu)
+
+
+STUCK = 20  # runs of each stuck kind
+
+
+async def stuck_runs(
+    store: CheckpointStore, cluster: DevCluster, port: int, resolved: dict[str, float]
+) -> None:
+    """Once the running maintainer is ready, among the 100k: runs whose pods get OOMKilled,
+    and BUFFERED runs of a scheduler that died an hour ago. Fills `resolved` with how long
+    after the fact the last of each kind was FAILED / resubmitted (RUNNING)."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                    break
+            await trio.sleep(0.5)
+    now = SystemClock().now()
+    await store.record_heartbeat(host="dead-scheduler", at=now - dt.timedelta(hours=1))
+    oom, orphans = (
+        [str(uuid.uuid4()) for _ in range(STUCK)],
+        [str(uuid.uuid4()) for _ in range(STUCK)],
+    )
+    runs = []
+    for request_id in oom + orphans:
+        host = "dead-scheduler" if request_id in orphans else SCHEDULER
+        checkpoint = Checkpoint(
+            algorithm=ALGORITHM,
+            id=request_id,
+            lifecycle_stage=Stage.BUFFERED,
+            received_at=now,
+            last_modified=now - dt.timedelta(hours=1),
+            received_by_host=host,
+            cluster="dev",
+        )
+        entry = SubmissionEntry(
+            algorithm=ALGORITHM, id=request_id, cluster="dev", template=job_body(request_id)
+        )
+        runs.append(NewRun(checkpoint=checkpoint, submission=entry))
+    await store.create_many(runs=runs)
+    for request_id in oom:
+        body = job_body(request_id)
+        annotations = body["spec"]["template"]["metadata"]["annotations"]
+        annotations.update({ANNOTATION_OOM: "true", ANNOTATION_DURATION: "0.5"})
+        cluster.ops.create(JOBS, NS, body)
+        await store.transition(algorithm=ALGORITHM, request_id=request_id, to=Stage.RUNNING)
+    began = trio.current_time()
+    waiting = {"OOMKilled pods -> FAILED": (oom, Stage.FAILED)}
+    waiting["BUFFERED runs of a dead scheduler -> resubmitted"] = (orphans, Stage.RUNNING)
+    while waiting:
+        for name, (request_ids, stage) in list(waiting.items()):
+            found = [
+                await store.get(algorithm=ALGORITHM, request_id=request_id)
+                for request_id in request_ids
+            ]
+            if all(run is not None and run.lifecycle_stage is stage for run in found):
+                resolved[name] = trio.current_time() - began
+                del waiting[name]
+        await trio.sleep(0.5)
 
 
 def describe_pass(wall: float, cpu: float, rss: int, printed: str) -> str:
@@ -286,6 +352,7 @@ async def test_maintainer_scale(
         )
         assert init.returncode == 0, init.stderr
         store = await PostgresCheckpointStore.open(dsn=dsn, clock=SystemClock())
+    resolved: dict[str, float] = {}
     try:
         await seed_store(store, ids)
         async with trio.open_nursery() as beating:
@@ -297,8 +364,14 @@ async def test_maintainer_scale(
                 f"\nmaintainer at {RUNS} non-terminal runs ({kind}), {WITH_JOBS} Jobs/Pods, "
                 f"{events} Events (cluster seeded in {cluster_ready:.0f}s)\n{describe_pass(*once)}"
             )
-            probe = await probe_sweep(env, tmp_path / "maintainer.log", window=WINDOW)
+            port = free_port()
+            async with trio.open_nursery() as running:
+                running.start_soon(stuck_runs, store, cluster, port, resolved)
+                probe = await probe_sweep(env, tmp_path / "maintainer.log", WINDOW, port)
+                running.cancel_scope.cancel()
             print(describe_probe(probe))
+            for kind_of_run, seconds in resolved.items():
+                print(f"  {kind_of_run}: all resolved {seconds:.1f}s after they were stuck")
             beating.cancel_scope.cancel()
     finally:
         await store.aclose()
