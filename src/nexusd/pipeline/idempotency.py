@@ -34,17 +34,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from nexusd.core.records import IdempotencyKey
 from nexusd.pipeline.intake import IntakeError, batch_results
 from nexusd.stores.checkpoints import KeyTaken
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from nexusd.core.records import KeyedRun
     from nexusd.pipeline.intake import Intake, ParsedRequest
+
+_T = TypeVar("_T")
 
 HEADER = "Idempotency-Key"
 #: Inserts tried before giving up: a second is needed only when the holder seen by a failed
@@ -117,24 +119,13 @@ async def accept_once(
 ) -> tuple[str, bool]:
     """`Intake.accept` holding `idempotency`; return the request id and whether it is the
     answer of an earlier request with this key."""
-    for _ in range(_ATTEMPTS):
-        try:
-            request_id = await intake.accept(
-                algorithm=algorithm, request=request, dry_run=dry_run, idempotency=idempotency
-            )
-        except KeyTaken:
-            pass
-        except IntakeError:
-            held = await _holder(intake, algorithm, idempotency)
-            if held is None:
-                raise
-            return held.request_id, True
-        else:
-            return request_id, False
-        held = await _holder(intake, algorithm, idempotency)
-        if held is not None:
-            return held.request_id, True
-    raise _vanished(idempotency)
+
+    async def accept() -> str:
+        return await intake.accept(
+            algorithm=algorithm, request=request, dry_run=dry_run, idempotency=idempotency
+        )
+
+    return await _once(intake, algorithm, idempotency, accept, lambda held: held.request_id)
 
 
 async def accept_batch_once(
@@ -146,28 +137,51 @@ async def accept_batch_once(
     idempotency: IdempotencyKey,
 ) -> tuple[list[str | IntakeError], bool]:
     """`Intake.accept_batch` holding `idempotency`; return the results and whether they are
-    an earlier request's answer."""
+    an earlier request's answer. A batch that accepted nothing wrote nothing, so the key
+    may be held from before: it is looked up."""
+
+    async def accept() -> list[str | IntakeError]:
+        return await intake.accept_batch(
+            algorithm=algorithm, requests=requests, dry_run=dry_run, idempotency=idempotency
+        )
+
+    def accepted(results: list[str | IntakeError]) -> bool:
+        return any(isinstance(result, str) for result in results)
+
+    return await _once(intake, algorithm, idempotency, accept, _answer, accepted)
+
+
+async def _once(
+    intake: Intake,
+    algorithm: str,
+    idempotency: IdempotencyKey,
+    accept: Callable[[], Awaitable[_T]],
+    replay: Callable[[KeyedRun], _T],
+    accepted: Callable[[_T], bool] = lambda _: True,
+) -> tuple[_T, bool]:
+    """`accept` holding the key, or `replay` of the run that holds it: (answer, replayed).
+
+    A taken key (`KeyTaken`, nothing stored) or a refusal before the insert is answered by
+    the holder, if there is one; an answer that stored nothing (`accepted` False) too.
+    """
     for _ in range(_ATTEMPTS):
         try:
-            results = await intake.accept_batch(
-                algorithm=algorithm, requests=requests, dry_run=dry_run, idempotency=idempotency
-            )
+            result = await accept()
         except KeyTaken:
             pass
         except IntakeError:
             held = await _holder(intake, algorithm, idempotency)
             if held is None:
                 raise
-            return _answer(held), True
+            return replay(held), True
         else:
-            if any(isinstance(result, str) for result in results):
-                return results, False
-            # Nothing accepted, so nothing written: the key may be held from before.
+            if accepted(result):
+                return result, False
             held = await _holder(intake, algorithm, idempotency)
-            return (results, False) if held is None else (_answer(held), True)
+            return (result, False) if held is None else (replay(held), True)
         held = await _holder(intake, algorithm, idempotency)
         if held is not None:
-            return _answer(held), True
+            return replay(held), True
     raise _vanished(idempotency)
 
 
