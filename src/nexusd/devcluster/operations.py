@@ -104,19 +104,16 @@ class Operations:
         With `resource_version` older than the latest write, the objects are those that
         existed at that version (raises `TooOld` once the history no longer reaches it).
         """
-        labels = parse_label_selector(label_selector)
-        fields = parse_field_selector(field_selector, rt)
-        current = self.store.resource_version
-        if resource_version is None or resource_version >= current:
-            source, list_rv = self.store.list(rt.key, namespace), current
-        else:
-            source = self.store.snapshot(rt.key, namespace, resource_version)
-            list_rv = resource_version
-        items = [o for o in source if labels_match(labels, o) and fields_match(fields, o)]
-        for o in items:
-            o.pop("kind", None)
-            o.pop("apiVersion", None)
-        return items, list_rv
+        page, list_rv = self.list_page(
+            rt,
+            namespace,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            resource_version=resource_version,
+            start="",
+            limit=0,
+        )
+        return page.items, list_rv
 
     def list_page(
         self,
