@@ -75,3 +75,25 @@ async def test_local_process_lifecycle(nursery: trio.Nursery, tmp_path: pathlib.
 
         await wait_for(pod_gone, within=10)
         await http.request("DELETE", f"{JOBS}/sleepy", json={"propagationPolicy": "Background"})
+
+
+async def test_the_downward_api_gives_a_container_its_pod_fields(
+    nursery: trio.Nursery, tmp_path: pathlib.Path
+) -> None:
+    cluster: DevCluster = await start_cluster(nursery, tmp_path, kubelet="local")
+    job = python_job("downward", "import os; print(os.environ['POD'], os.environ['JOB'])")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {
+            "name": "JOB",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['job-name']"}},
+        },
+    ]
+    async with httpx.AsyncClient(base_url=cluster.url, timeout=10) as http:
+        await http.post(JOBS, json=job)
+        await wait_job_condition(http, "downward", "Complete", within=20)
+        pods = (await http.get(PODS, params={"labelSelector": "job-name=downward"})).json()
+        name = pods["items"][0]["metadata"]["name"]
+        log = await http.get(f"{PODS}/{name}/log")
+        assert log.text == f"{name} downward\n"

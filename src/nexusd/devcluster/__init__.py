@@ -1,4 +1,4 @@
-"""The embedded Kubernetes cluster (`nexusd.devcluster`): API server, Job controller, kubelet.
+"""The embedded Kubernetes cluster (`nexusd.devcluster`): API server, controllers, kubelet.
 
 nexusd, kubectl and the tests reach it only over HTTP through the kubeconfig it writes, exactly
 as they would reach a real cluster. Start it with `run_dev_cluster` inside a nursery.

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import admin, discovery, tables, validation
+from . import admin, discovery, scale, tables, validation
 from .faults import FaultPlan, Faults
 from .objects import (
     ApiError,
@@ -44,7 +44,7 @@ from .objects import (
     status_body,
 )
 from .pagination import continue_expired, decode_continue
-from .resources import CRDS, JOBS, PODS, ResourceType
+from .resources import CRDS, JOBS, PODS, SCALABLE, ResourceType
 from .storage import TooOld
 from .watching import stream_watch
 
@@ -152,7 +152,11 @@ class ApiServer:
             raise resource_not_found()
         name = tail[0] if tail else None
         sub = tail[1] if len(tail) == 2 else ""
-        if sub and not ((sub == "status" and rt.has_status) or (sub == "log" and rt == PODS)):
+        if sub and not (
+            (sub == "status" and rt.has_status)
+            or (sub == "log" and rt == PODS)
+            or (sub == "scale" and rt in SCALABLE)
+        ):
             raise resource_not_found()
         req.resource = f"{rt.plural}/{sub}" if sub else rt.plural
         ns = namespace or ""
@@ -177,6 +181,8 @@ class ApiServer:
         if req.verb == "get":
             if sub == "log":
                 return await self.pod_log(req, ns, name)
+            if sub == "scale":
+                return await req.json(200, scale.get_scale(self.ops, rt, ns, name))
             obj = self.ops.get(rt, ns, name)
             if not sub and tables.table_version(req.headers.get("accept", "")):
                 rv = obj.get("metadata", {}).get("resourceVersion", "")
@@ -184,12 +190,17 @@ class ApiServer:
             return await req.json(200, obj)
         if req.verb == "update":
             body = await req.body_json(rt)
+            if sub == "scale":
+                return await req.json(200, scale.replace_scale(self.ops, rt, ns, name, body))
             warnings = self.field_warnings(req, rt, body) if not sub else []
             obj = self.ops.replace(rt, ns, name, body, subresource=sub)
             return await req.json(200, obj, warnings)
         if req.verb == "patch":
             body = await req.body_json(rt)
             ctype = req.headers.get("content-type", "")
+            if sub == "scale":
+                scaled = scale.patch_scale(self.ops, rt, ns, name, body, ctype)
+                return await req.json(200, scaled)
             merge = ctype.startswith("application/merge-patch+json")
             warnings = self.field_warnings(req, rt, body) if merge and not sub else []
             obj = self.ops.patch(rt, ns, name, body, ctype, subresource=sub)

@@ -1,5 +1,7 @@
 """The entry point: `run_dev_cluster` runs API server, controllers and kubelet in one nursery.
 
+Controllers: garbage collector, Job, ReplicaSet and Deployment controllers, scheduler.
+
     async with trio.open_nursery() as nursery:
         cluster = await nursery.start(functools.partial(run_dev_cluster, config=config))
         # cluster.kubeconfig_path now points at a live server
@@ -19,6 +21,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from .apiserver import ApiServer
+from .deployments import run_deployment_controller
 from .faults import FaultPlan, Faults
 from .garbage import run_garbage_collector
 from .jobcontroller import run_job_controller
@@ -27,7 +30,9 @@ from .kubelet import Kubelet, run_kubelet
 from .nodes import DEFAULT_NODE_GROUPS, NodeGroup, register_nodes
 from .operations import Operations
 from .persistence import SqliteJournal
+from .replicasets import run_replicaset_controller
 from .resources import Registry
+from .restarts import DEFAULT_BASE, DEFAULT_CAP
 from .runtimes import LocalProcessRuntime, Runtime, ScriptedRuntime
 from .scheduling import Scheduler, run_scheduler
 from .storage import Store
@@ -66,6 +71,12 @@ class DevClusterConfig:
     """Job controller: seconds it batches a Job's pod changes before syncing (k8s: ~1 s)."""
     image_pull_backoff: float = 0.0
     """Kubelet: seconds between ErrImagePull and ImagePullBackOff."""
+    restart_backoff_base: float = DEFAULT_BASE
+    """Kubelet: CrashLoopBackOff delay in seconds before the second restart of an exited
+    container (the first is immediate), doubling per restart (k8s: 10 s; `restarts.py`)."""
+    restart_backoff_cap: float = DEFAULT_CAP
+    """Kubelet: longest CrashLoopBackOff delay in seconds (k8s: 300 s); a container that ran
+    for twice this long before exiting restarts at once again."""
     persist: bool = False
     """Keep every object in `state_dir/objects.sqlite3`, so that a cluster started again on the
     same `state_dir` (after a crash, too) goes on where the last one stopped: its Jobs keep
@@ -150,12 +161,19 @@ async def _run(
                 sync_delay=config.job_sync_delay,
             )
         )
+        await nursery.start(functools.partial(run_replicaset_controller, ops=ops))
+        await nursery.start(functools.partial(run_deployment_controller, ops=ops))
         scheduler = await nursery.start(
             functools.partial(run_scheduler, ops=ops, groups=config.node_groups)
         )
         kubelet = await nursery.start(
             functools.partial(
-                run_kubelet, ops=ops, runtime=runtime, pull_backoff=config.image_pull_backoff
+                run_kubelet,
+                ops=ops,
+                runtime=runtime,
+                pull_backoff=config.image_pull_backoff,
+                restart_base=config.restart_backoff_base,
+                restart_cap=config.restart_backoff_cap,
             )
         )
         app: Any = server  # hypercorn's ASGI typing is stricter than a plain dict-based app

@@ -1,11 +1,14 @@
 """Container environment as a kubelet builds it: `env` values, and `env[].valueFrom` /
-`envFrom` resolved from the namespace's Secrets and ConfigMaps. A missing object or key is
-`CreateContainerConfigError` with the kubelet's message (`secret "x" not found`).
+`envFrom` resolved from the namespace's Secrets and ConfigMaps and from the pod's own fields
+(the downward API's `fieldRef`: `metadata.name`, `metadata.labels['k']`, `spec.nodeName`...).
+A missing object or key is `CreateContainerConfigError` with the kubelet's message
+(`secret "x" not found`).
 """
 
 from __future__ import annotations
 
 import base64
+import re
 from typing import TYPE_CHECKING
 
 from .resources import CONFIGMAPS, SECRETS
@@ -46,7 +49,35 @@ def _referenced(ops: Operations, namespace: str, kind: str, ref: Obj) -> dict[st
     return _data(obj, kind)
 
 
-def resolve_env(ops: Operations, namespace: str, container: Obj) -> dict[str, str]:
+#: The pod fields the downward API gives an env var (`fieldRef.fieldPath`), as dotted paths.
+_POD_FIELDS = (
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "spec.nodeName",
+    "spec.serviceAccountName",
+    "status.hostIP",
+    "status.podIP",
+)
+_MAP_FIELD = re.compile(r"metadata\.(labels|annotations)\['([^']+)'\]")
+
+
+def field_value(pod: Obj, path: str) -> str:
+    """The value of a `fieldRef.fieldPath` of `pod` ("" for one not set yet or unknown)."""
+    keyed = _MAP_FIELD.fullmatch(path)
+    if keyed is not None:
+        return str((pod.get("metadata", {}).get(keyed[1]) or {}).get(keyed[2], ""))
+    if path not in _POD_FIELDS:
+        return ""
+    value: object = pod
+    for part in path.split("."):
+        value = value.get(part, "") if isinstance(value, dict) else ""
+    return str(value or "")
+
+
+def resolve_env(
+    ops: Operations, namespace: str, container: Obj, *, pod: Obj | None = None
+) -> dict[str, str]:
     """The container's environment as the kubelet builds it; raises ConfigError."""
     env: dict[str, str] = {}
     for source in container.get("envFrom") or []:
@@ -63,6 +94,10 @@ def resolve_env(ops: Operations, namespace: str, container: Obj) -> dict[str, st
             env[entry["name"]] = str(entry["value"])
             continue
         value_from = entry.get("valueFrom") or {}
+        field_ref = value_from.get("fieldRef")
+        if field_ref is not None and pod is not None:
+            env[entry["name"]] = field_value(pod, str(field_ref.get("fieldPath", "")))
+            continue
         for kind, field in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
             ref = value_from.get(field)
             if ref is None:

@@ -160,3 +160,8 @@ def admit_create(rt: ResourceType, obj: Obj) -> None:
         workloads.admit(rt, obj, default_pod_spec=default_pod_spec)
     elif rt.custom and rt.has_status:
         obj.pop("status", None)
+
+
+def admit_update(rt: ResourceType, obj: Obj) -> None:
+    """Default and validate an updated object in place (Deployments and ReplicaSets only)."""
+    workloads.admit_update(rt, obj, default_pod_spec=default_pod_spec)

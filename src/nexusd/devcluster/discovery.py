@@ -11,6 +11,8 @@ import base64
 import hashlib
 from typing import TYPE_CHECKING
 
+from .resources import SCALABLE
+
 if TYPE_CHECKING:
     from .objects import Obj
     from .resources import Registry, ResourceType
@@ -99,6 +101,18 @@ def _entries(rt: ResourceType) -> list[Obj]:
         out.append({"name": f"{rt.plural}/status", **sub})
     if rt.plural == "pods":
         out.append({"name": "pods/log", **sub, "kind": "Pod", "verbs": ["get"]})
+    if rt in SCALABLE:
+        out.append(
+            {
+                "name": f"{rt.plural}/scale",
+                "singularName": "",
+                "namespaced": rt.namespaced,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
+                "verbs": ["get", "patch", "update"],
+            }
+        )
     return out
 
 

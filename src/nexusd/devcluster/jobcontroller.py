@@ -90,6 +90,22 @@ def match_pod_failure_policy(job: Obj, pod: Obj) -> tuple[str, str]:
     return "Count", ""
 
 
+def past_backoff_limit_on_failure(job: Obj, pods: list[Obj]) -> bool:
+    """Under restartPolicy OnFailure a failing container restarts in place (kubelet), so
+    upstream counts the restarts of running and pending pods against backoffLimit."""
+    spec = job["spec"]
+    if (spec.get("template") or {}).get("spec", {}).get("restartPolicy") != "OnFailure":
+        return False
+    restarts = sum(
+        cs.get("restartCount", 0)
+        for pod in pods
+        if pod.get("status", {}).get("phase") in ("Running", "Pending")
+        for cs in pod["status"].get("containerStatuses") or []
+    )
+    limit = spec.get("backoffLimit", 6)
+    return bool(restarts > 0) if limit == 0 else bool(restarts >= limit)
+
+
 class JobController:
     def __init__(self, ops: Operations, *, backoff_base: float) -> None:
         self.ops = ops
@@ -202,7 +218,9 @@ class JobController:
         if target is not None:
             st.failure = (target["reason"], target["message"])
         wake: float | None = None
-        if st.failure is None and failed_total > spec.get("backoffLimit", 6):
+        if st.failure is None and (
+            failed_total > spec.get("backoffLimit", 6) or past_backoff_limit_on_failure(job, pods)
+        ):
             st.failure = ("BackoffLimitExceeded", MSG_BACKOFF)
         deadline = spec.get("activeDeadlineSeconds")
         if st.failure is None and deadline is not None:

@@ -3,7 +3,7 @@
 For a bound pod it does what a real kubelet does, in the same order and with the same
 reasons, messages and Events:
 
-1. resolve the image reference (`images.normalize`): a malformed one ends in waiting reason
+1. resolve the image reference (`pulling.py`): a malformed one ends in waiting reason
    `InvalidImageName` (Events `InspectFailed`, `Failed`);
 2. "pull" it: `Pulling`/`Pulled`, or with `devcluster.nexusd.io/image-pull-error` waiting
    `ErrImagePull` then `ImagePullBackOff` (Events `Failed`, `BackOff`);
@@ -14,7 +14,12 @@ reasons, messages and Events:
    * `ScriptedRuntime` (tests): the outcome comes from pod annotations (`…/exit-code`,
      `…/duration`, `…/oom-killed`, `…/evict`), defaults from the cluster config;
    * `LocalProcessRuntime` (`nexusd dev`): `command + args` run as a local process in its
-     own session with the resolved env; its log is served by `GET …/pods/<name>/log`.
+     own session with the resolved env; its log is served by `GET …/pods/<name>/log`;
+5. when the container exits and `restartPolicy` restarts it (`Always`: any exit, 0 too;
+   `OnFailure`: a non-zero one), restart it in place after the CrashLoopBackOff delay
+   (`restarts.py`: immediate, then 10 s doubling to 300 s; Event `BackOff`), with
+   `restartCount` and `lastState.terminated`; the pod stays Running, Ready only while its
+   container runs. Otherwise the pod ends Succeeded or Failed.
 
 A pod with a deletionTimestamp has its container stopped (`Killing`; SIGTERM to the process
 group, SIGKILL after the grace) and reported Failed/137; the pod object is removed once no
@@ -22,12 +27,13 @@ finalizer is left (the Job controller drops `batch.kubernetes.io/job-tracking`).
 
 A kubelet started on a persisted store first settles what the crashed one left (`recover`):
 the recorded containers still running are killed, and the pods they belonged to end Failed as
-after a graceful node shutdown, so their Jobs replace them.
+after a graceful node shutdown, so their Jobs (or ReplicaSets) replace them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import secrets
 from typing import TYPE_CHECKING, NoReturn
@@ -38,14 +44,23 @@ from nexusd.core.images import InvalidImageName, image_id, normalize
 
 from .container_env import ConfigError, resolve_env
 from .events import record_kubelet_event
+from .pulling import inspect_image, pull_image
 from .resources import CONFIGMAPS, PODS, SECRETS
+from .restarts import (
+    DEFAULT_BASE,
+    DEFAULT_CAP,
+    RestartBackoff,
+    crashloop_status,
+    exited_status,
+    not_ready,
+    pod_ref,
+    restarts,
+)
 from .runtimes import (
-    ANNOTATION_PULL_ERROR,
     MSG_PRESSURE,
     Outcome,
     PodKey,
     Runtime,
-    annotations_of,
 )
 from .storage import TooOld
 
@@ -71,10 +86,20 @@ LOST = Outcome(137, "ContainerStatusUnknown")
 class Kubelet:
     """Follows pod changes and runs one task per bound pod."""
 
-    def __init__(self, ops: Operations, runtime: Runtime, *, pull_backoff: float = 0.0) -> None:
+    def __init__(
+        self,
+        ops: Operations,
+        runtime: Runtime,
+        *,
+        pull_backoff: float = 0.0,
+        restart_base: float = DEFAULT_BASE,
+        restart_cap: float = DEFAULT_CAP,
+    ) -> None:
         self.ops = ops
         self.runtime = runtime
         self.pull_backoff = pull_backoff
+        self.restart_base = restart_base
+        self.restart_cap = restart_cap
         self.stops: dict[PodKey, trio.Event] = {}
         self.running: set[PodKey] = set()
         self.config_changed = trio.Event()
@@ -163,28 +188,14 @@ class Kubelet:
             return
         container = pod["spec"]["containers"][0]
         pod = self._prepare(key, pod)
-        image = container.get("image", "")
-        try:
-            normalize(image)
-        except InvalidImageName as exc:
-            record_kubelet_event(
-                self.ops, pod, "Warning", "InspectFailed", str(exc), container=container["name"]
-            )
-            self._waiting(key, "InvalidImageName", str(exc))
-            record_kubelet_event(
-                self.ops,
-                pod,
-                "Warning",
-                "Failed",
-                "Error: InvalidImageName",
-                container=container["name"],
-            )
+        waiting = functools.partial(self._waiting, key)
+        if not inspect_image(self.ops, pod, container, waiting):
             return
         if not await self._pull(key, pod, container):
             return
         while True:
             try:
-                env = resolve_env(self.ops, key[0], container)
+                env = resolve_env(self.ops, key[0], container, pod=pod)
                 break
             except ConfigError as exc:
                 self._waiting(key, "CreateContainerConfigError", str(exc))
@@ -193,22 +204,38 @@ class Kubelet:
                 )
                 await self.config_changed.wait()
         name = container["name"]
-        record_kubelet_event(
-            self.ops, pod, "Normal", "Created", f"Created container: {name}", container=name
-        )
-        record_kubelet_event(
-            self.ops, pod, "Normal", "Started", f"Started container {name}", container=name
-        )
-        started = self._start(key)
-        if started is None:
-            return
-        self.running.add(key)
-        outcome = await self.runtime.run(started, stop, env)
-        if stop.is_set():
+        policy = pod["spec"].get("restartPolicy", "Always")
+        backoff = RestartBackoff(self.restart_base, self.restart_cap)
+        restart = False
+        while True:
             record_kubelet_event(
-                self.ops, started, "Normal", "Killing", f"Stopping container {name}", container=name
+                self.ops, pod, "Normal", "Created", f"Created container: {name}", container=name
             )
-            outcome = Outcome(outcome.exit_code, outcome.reason)
+            record_kubelet_event(
+                self.ops, pod, "Normal", "Started", f"Started container {name}", container=name
+            )
+            started = self._start(key, restart=restart)
+            if started is None:
+                return
+            self.running.add(key)
+            outcome = await self.runtime.run(started, stop, env)
+            if stop.is_set():
+                record_kubelet_event(
+                    self.ops,
+                    started,
+                    "Normal",
+                    "Killing",
+                    f"Stopping container {name}",
+                    container=name,
+                )
+                outcome = Outcome(outcome.exit_code, outcome.reason)
+                break
+            if not restarts(policy, outcome):
+                break
+            restarted = await self._back_off(key, outcome, backoff, stop)
+            if restarted is None:
+                break
+            pod, restart = restarted, True
         if outcome.evicted == "EvictionByEvictionAPI":
             current = self.ops.store.get(PODS.key, *key)
             if current is not None:
@@ -231,39 +258,43 @@ class Kubelet:
         self._finish(key, outcome, killed=stop.is_set())
         scope.cancel()
 
+    async def _back_off(
+        self, key: PodKey, outcome: Outcome, backoff: RestartBackoff, stop: trio.Event
+    ) -> Obj | None:
+        """The container exited and its restart policy restarts it: record the exited
+        instance, wait out the back-off (CrashLoopBackOff) and pull again; the pod to start
+        the next instance of, or None when the pod was deleted meanwhile."""
+        pod = self.ops.store.get(PODS.key, *key)
+        if pod is None:
+            return None
+        now = self.ops.now()
+        delay = backoff.delay_for(trio.current_time())
+        statuses = [
+            exited_status(cs, outcome, now) for cs in pod["status"].get("containerStatuses") or []
+        ]
+        if delay > 0:
+            statuses = [crashloop_status(cs, pod, delay) for cs in statuses]
+        names = [c["name"] for c in pod["spec"]["containers"]]
+        conditions = not_ready(pod["status"].get("conditions") or [], names, now)
+        pod = self._update(key, containerStatuses=statuses, conditions=conditions) or pod
+        container = pod["spec"]["containers"][0]
+        if delay > 0:
+            message = f"Back-off restarting failed container {names[0]} in pod {pod_ref(pod)}"
+            record_kubelet_event(self.ops, pod, "Warning", "BackOff", message, container=names[0])
+            with trio.move_on_after(delay):
+                await stop.wait()
+            if stop.is_set():
+                return None
+        backoff.restarted(trio.current_time())
+        if not await self._pull(key, pod, container):
+            return None
+        return pod
+
     async def _pull(self, key: PodKey, pod: Obj, container: Obj) -> bool:
-        image, name = container.get("image", ""), container["name"]
-        error = annotations_of(pod).get(ANNOTATION_PULL_ERROR)
-        policy = container.get("imagePullPolicy", "IfNotPresent")
-        if error is None and policy != "Always":
-            msg = f'Container image "{image}" already present on machine'
-            record_kubelet_event(self.ops, pod, "Normal", "Pulled", msg, container=name)
-            return True
-        record_kubelet_event(
-            self.ops, pod, "Normal", "Pulling", f'Pulling image "{image}"', container=name
+        waiting = functools.partial(self._waiting, key)
+        return await pull_image(
+            self.ops, pod, container, waiting=waiting, backoff=self.pull_backoff
         )
-        if error is None:
-            msg = (
-                f'Successfully pulled image "{image}" in 0s (0s including waiting). '
-                "Image size: 0 bytes."
-            )
-            record_kubelet_event(self.ops, pod, "Normal", "Pulled", msg, container=name)
-            return True
-        failed = f'Failed to pull image "{image}": {error}'
-        record_kubelet_event(self.ops, pod, "Warning", "Failed", failed, container=name)
-        record_kubelet_event(
-            self.ops, pod, "Warning", "Failed", "Error: ErrImagePull", container=name
-        )
-        self._waiting(key, "ErrImagePull", failed)
-        await trio.sleep(self.pull_backoff)
-        backoff = f'Back-off pulling image "{image}"'
-        record_kubelet_event(self.ops, pod, "Normal", "BackOff", backoff, container=name)
-        record_kubelet_event(
-            self.ops, pod, "Warning", "Failed", "Error: ImagePullBackOff", container=name
-        )
-        self._waiting(key, "ImagePullBackOff", backoff)
-        await trio.sleep_forever()
-        return False
 
     # -- status writes --------------------------------------------------------------------
 
@@ -327,7 +358,9 @@ class Kubelet:
             ],
         )
 
-    def _start(self, key: PodKey) -> Obj | None:
+    def _start(self, key: PodKey, *, restart: bool = False) -> Obj | None:
+        """Containers running, pod Ready; a `restart` counts one more and keeps the exited
+        instance as `lastState`."""
         pod = self.ops.store.get(PODS.key, *key)
         if pod is None:
             return None
@@ -337,9 +370,16 @@ class Kubelet:
             if c["type"] in ("Ready", "ContainersReady"):
                 c = _cond(c["type"], now)
             conditions.append(c)
+        previous = {cs["name"]: cs for cs in pod["status"].get("containerStatuses") or []}
         statuses = []
         for c in pod["spec"]["containers"]:
             normalized = self._container_status(pod, c, {})["image"]
+            extra: Obj = {}
+            before = previous.get(c["name"])
+            if restart and before is not None:
+                state = before.get("state") or {}
+                extra["lastState"] = state if "terminated" in state else before.get("lastState")
+                extra["restartCount"] = before.get("restartCount", 0) + 1
             statuses.append(
                 self._container_status(
                     pod,
@@ -349,6 +389,7 @@ class Kubelet:
                     imageID=image_id(normalized),
                     containerID=f"containerd://{secrets.token_hex(32)}",
                     started=True,
+                    **extra,
                 )
             )
         return self._update(key, phase="Running", conditions=conditions, containerStatuses=statuses)
@@ -431,9 +472,13 @@ async def run_kubelet(
     ops: Operations,
     runtime: Runtime,
     pull_backoff: float = 0.0,
+    restart_base: float = DEFAULT_BASE,
+    restart_cap: float = DEFAULT_CAP,
     task_status: trio.TaskStatus[Kubelet] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    kubelet = Kubelet(ops, runtime, pull_backoff=pull_backoff)
+    kubelet = Kubelet(
+        ops, runtime, pull_backoff=pull_backoff, restart_base=restart_base, restart_cap=restart_cap
+    )
     await kubelet.recover()
     async with trio.open_nursery() as nursery:
         for pod in ops.store.list(PODS.key):

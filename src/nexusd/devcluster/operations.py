@@ -367,6 +367,7 @@ class Operations:
                     updated["status"] = current["status"]
                 else:
                     updated.pop("status", None)
+            defaults.admit_update(rt, updated)
             if rt.has_generation and self._spec_of(updated) != self._spec_of(current):
                 updated["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
         self._check_schema(rt, updated)

@@ -121,7 +121,7 @@ SERVICES = ResourceType(
     categories=("all",),
     has_status=True,
 )
-# Served for deployment manifests (config/kubernetes): stored and validated, no controllers.
+# Run by deployments.py (Deployment -> ReplicaSets) and replicasets.py (ReplicaSet -> Pods).
 DEPLOYMENTS = ResourceType(
     "apps",
     "v1",
@@ -133,6 +133,19 @@ DEPLOYMENTS = ResourceType(
     has_status=True,
     has_generation=True,
 )
+REPLICASETS = ResourceType(
+    "apps",
+    "v1",
+    "replicasets",
+    "replicaset",
+    "ReplicaSet",
+    short_names=("rs",),
+    categories=("all",),
+    has_status=True,
+    has_generation=True,
+)
+#: The kinds with a `/scale` subresource (autoscaling/v1 Scale over `spec.replicas`).
+SCALABLE = (DEPLOYMENTS, REPLICASETS)
 CRONJOBS = ResourceType(
     "batch",
     "v1",
@@ -177,10 +190,12 @@ CLUSTERROLES = ResourceType(
 CLUSTERROLEBINDINGS = ResourceType(
     _RBAC, "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", namespaced=False
 )
-#: Stored and validated only (no controllers): enough to apply deployment manifests.
+#: Defaulted and validated by workloads.py; of these only Deployments and ReplicaSets have
+#: controllers, the rest are stored so that deployment manifests apply.
 MANIFEST_TYPES = (
     SERVICES,
     DEPLOYMENTS,
+    REPLICASETS,
     CRONJOBS,
     PDBS,
     HPAS,

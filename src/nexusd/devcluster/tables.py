@@ -10,6 +10,8 @@ default, the whole object with `?includeObject=Object`, nothing with `None`.
 Columns, as the real API server's printers make them (k8s.io/kubernetes pkg/printers):
 
 - Jobs: NAME STATUS COMPLETIONS DURATION AGE, wide CONTAINERS IMAGES SELECTOR.
+- Deployments: NAME READY UP-TO-DATE AVAILABLE AGE; ReplicaSets: NAME DESIRED CURRENT READY
+  AGE; both wide CONTAINERS IMAGES SELECTOR.
 - Pods: NAME READY STATUS RESTARTS AGE, wide IP NODE NOMINATED-NODE READINESS-GATES (the
   STATUS reason as kubectl shows it: a waiting or terminated container's reason, `Completed`,
   `Terminating`; the embedded kubelet runs no init containers, so their `Init:` states are
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import jsonpath
 
-from .resources import JOBS, PODS
+from .resources import DEPLOYMENTS, JOBS, PODS, REPLICASETS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -82,6 +84,39 @@ POD_COLUMNS = [
     _column("Node", "The node the pod is bound to.", priority=1),
     _column("Nominated Node", "The node the scheduler nominated for the pod.", priority=1),
     _column("Readiness Gates", "Pod readiness gates met, of those declared.", priority=1),
+]
+_TEMPLATE_COLUMNS = JOB_COLUMNS[-3:]  # Containers, Images, Selector (wide)
+DEPLOYMENT_COLUMNS = [
+    _column("Name", _NAME),
+    _column("Ready", "Number of the pod with ready state"),
+    _column(
+        "Up-to-date",
+        "Total number of non-terminating pods targeted by this deployment "
+        "that have the desired template spec.",
+    ),
+    _column(
+        "Available",
+        "Total number of available non-terminating pods (ready for at least "
+        "minReadySeconds) targeted by this deployment.",
+    ),
+    _column("Age", _AGE),
+    *_TEMPLATE_COLUMNS,
+]
+REPLICASET_COLUMNS = [
+    _column("Name", _NAME),
+    _column("Desired", "Replicas is the number of desired pods.", kind="integer"),
+    _column(
+        "Current",
+        "Replicas is the most recently observed number of non-terminating pods.",
+        kind="integer",
+    ),
+    _column(
+        "Ready",
+        "The number of non-terminating pods targeted by this ReplicaSet with a Ready Condition.",
+        kind="integer",
+    ),
+    _column("Age", _AGE),
+    *_TEMPLATE_COLUMNS,
 ]
 DEFAULT_COLUMNS = [_column("Name", _NAME), _column("Age", _AGE)]
 #: The column a CRD version without `additionalPrinterColumns` gets.
@@ -156,6 +191,10 @@ def _printer(
         return JOB_COLUMNS, lambda obj: job_cells(obj, now)
     if rt == PODS:
         return POD_COLUMNS, lambda obj: pod_cells(obj, now)
+    if rt == DEPLOYMENTS:
+        return DEPLOYMENT_COLUMNS, lambda obj: replicated_cells(obj, now, deployment=True)
+    if rt == REPLICASETS:
+        return REPLICASET_COLUMNS, lambda obj: replicated_cells(obj, now, deployment=False)
     return DEFAULT_COLUMNS, lambda obj: [
         _name(obj),
         since(obj.get("metadata", {}).get("creationTimestamp"), now),
@@ -261,6 +300,29 @@ def job_cells(job: Obj, now: dt.datetime) -> list[Any]:
         completions,
         duration,
         since(job.get("metadata", {}).get("creationTimestamp"), now),
+        ",".join(str(c.get("name", "")) for c in containers),
+        ",".join(str(c.get("image", "")) for c in containers),
+        format_selector(spec.get("selector")),
+    ]
+
+
+def replicated_cells(obj: Obj, now: dt.datetime, *, deployment: bool) -> list[Any]:
+    """A Deployment's (`printDeployment`) or a ReplicaSet's (`printReplicaSet`) cells."""
+    spec, status = obj.get("spec", {}), obj.get("status", {})
+    desired, ready = int(spec.get("replicas", 1)), int(status.get("readyReplicas") or 0)
+    if deployment:
+        counts: list[Any] = [
+            f"{ready}/{desired}",
+            int(status.get("updatedReplicas") or 0),
+            int(status.get("availableReplicas") or 0),
+        ]
+    else:
+        counts = [desired, int(status.get("replicas") or 0), ready]
+    containers = spec.get("template", {}).get("spec", {}).get("containers") or []
+    return [
+        _name(obj),
+        *counts,
+        since(obj.get("metadata", {}).get("creationTimestamp"), now),
         ",".join(str(c.get("name", "")) for c in containers),
         ",".join(str(c.get("image", "")) for c in containers),
         format_selector(spec.get("selector")),

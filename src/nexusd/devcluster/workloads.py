@@ -1,10 +1,13 @@
-"""Admission for the kinds served only so deployment manifests apply (config/kubernetes).
+"""Admission for Deployments, ReplicaSets and the kinds served so deployment manifests apply.
 
-Deployments, Services, CronJobs, PodDisruptionBudgets, HorizontalPodAutoscalers and RBAC
-objects are stored and served like any other object; no controller acts on them. On create
-they get the defaults a client reads back most often and the cheap 422s a real API server
-gives for the common mistakes (a Deployment whose selector misses its template's labels, a
-Service without ports, a RoleBinding to an unsupported kind). Updates are not re-validated.
+Deployments and ReplicaSets are run by their controllers (`deployments.py`, `replicasets.py`);
+Services, CronJobs, PodDisruptionBudgets, HorizontalPodAutoscalers and RBAC objects are only
+stored and served. On create they get the defaults a client reads back most often and the
+cheap 422s a real API server gives for the common mistakes (a Deployment whose selector misses
+its template's labels, a Service without ports, a RoleBinding to an unsupported kind). Updates
+are re-checked only for Deployments and ReplicaSets (`admit_update`: the pod template is
+defaulted again, so its hash names the same ReplicaSet as a create would, and `replicas`
+stays non-negative), since their controllers act on every change.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from .resources import (
     DEPLOYMENTS,
     HPAS,
     PDBS,
+    REPLICASETS,
     ROLEBINDINGS,
     ROLES,
     SERVICES,
@@ -45,8 +49,8 @@ def admit(rt: ResourceType, obj: Obj, *, default_pod_spec: Callable[[Obj], None]
         spec = obj["spec"] = {}
     spec = spec if isinstance(spec, dict) else {}
     causes: list[Cause] = []
-    if rt == DEPLOYMENTS:
-        causes = _deployment(spec, default_pod_spec)
+    if rt in (DEPLOYMENTS, REPLICASETS):
+        causes = _replicated(rt, spec, default_pod_spec)
     elif rt == SERVICES:
         causes = _service(obj["metadata"], spec)
     elif rt == CRONJOBS:
@@ -68,17 +72,45 @@ def admit(rt: ResourceType, obj: Obj, *, default_pod_spec: Callable[[Obj], None]
 # -- workloads ----------------------------------------------------------------------------
 
 
-def _deployment(spec: Obj, default_pod_spec: Callable[[Obj], None]) -> list[Cause]:
+def admit_update(rt: ResourceType, obj: Obj, *, default_pod_spec: Callable[[Obj], None]) -> None:
+    """Re-default and re-check an updated Deployment or ReplicaSet; may raise 422."""
+    spec = obj.get("spec")
+    if rt not in (DEPLOYMENTS, REPLICASETS) or not isinstance(spec, dict):
+        return
+    template = spec.get("template")
+    if isinstance(template, dict):
+        default_pod_spec(template.setdefault("spec", {}))
+    _default_replicated(rt, spec)
+    causes = _non_negative(spec, "replicas", "spec")
+    if causes:
+        raise invalid(rt, obj["metadata"].get("name", ""), causes)
+
+
+def _default_replicated(rt: ResourceType, spec: Obj) -> None:
     spec.setdefault("replicas", 1)
-    spec.setdefault(
-        "strategy",
-        {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}},
-    )
-    spec.setdefault("revisionHistoryLimit", 10)
-    spec.setdefault("progressDeadlineSeconds", 600)
+    if rt == DEPLOYMENTS:
+        spec.setdefault(
+            "strategy",
+            {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"},
+            },
+        )
+        spec.setdefault("revisionHistoryLimit", 10)
+        spec.setdefault("progressDeadlineSeconds", 600)
+
+
+def _replicated(
+    rt: ResourceType, spec: Obj, default_pod_spec: Callable[[Obj], None]
+) -> list[Cause]:
+    _default_replicated(rt, spec)
     template = spec.get("template") or {}
     default_pod_spec(template.setdefault("spec", {}))
     causes = _non_negative(spec, "replicas", "spec")
+    policy = template["spec"].get("restartPolicy")
+    if policy != "Always":
+        msg = f'Unsupported value: "{policy}": supported values: "Always"'
+        causes.append(("FieldValueNotSupported", "spec.template.spec.restartPolicy", msg))
     selector = spec.get("selector")
     labels = (template.get("metadata") or {}).get("labels") or {}
     if not selector or not (selector.get("matchLabels") or selector.get("matchExpressions")):
