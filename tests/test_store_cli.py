@@ -27,7 +27,7 @@ def test_postgres_init_then_migrate_is_idempotent(postgres_dsn: str, tmp_path: P
     env = {"NEXUS__STORE__KIND": "postgres", "NEXUS__POSTGRES__DSN": postgres_dsn}
     first = nexusd("init", env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "schema version 6" in first.stdout
+    assert "schema version 7" in first.stdout
     again = nexusd("migrate", env=env, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "nothing to migrate" in again.stdout

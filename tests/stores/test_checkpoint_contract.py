@@ -64,6 +64,10 @@ def full_run(clock: ManualClock) -> Checkpoint:
         parent=ParentRef(request_id="parent-id", algorithm_name="parent-algo"),
         payload_valid_for=dt.timedelta(hours=6, microseconds=250),
         cluster="shard-ü",
+        warm=True,
+        attempt=3,
+        lease_holder="pool-ü-pod",
+        lease_expires=dt.datetime(2026, 1, 1, 0, 0, 30, 7, tzinfo=dt.UTC),
     )
 
 

@@ -89,6 +89,9 @@ async def test_migrate_creates_a_missing_schema(postgres_dsn: str) -> None:
         "checkpoints_host_stage",
         "checkpoints_stage_modified",
         "checkpoints_live_modified",
+        "checkpoints_leases",
+        "checkpoints_lease_holder",
+        "checkpoints_warm_waiting",
         "payloads_written",
     } <= indexes
 
@@ -176,9 +179,9 @@ async def test_a_version_1_database_migrates_and_keeps_its_rows(
     with pytest.raises(StoreError, match=r"schema version 1, .* run `nexusd store migrate`"):
         await PostgresCheckpointStore.open(dsn=postgres_dsn, clock=clock)
     assert await init_schema(postgres_dsn) == 1  # init never upgrades
-    assert await migrate(postgres_dsn) == (1, 6)
-    assert await migrate(postgres_dsn) == (6, 6)
-    assert SCHEMA_VERSION == 6
+    assert await migrate(postgres_dsn) == (1, 7)
+    assert await migrate(postgres_dsn) == (7, 7)
+    assert SCHEMA_VERSION == 7
 
     async with open_postgres_store(dsn=postgres_dsn, clock=clock) as store:
         migrated = attrs.evolve(run, cluster=make_submission(run).cluster)
@@ -196,6 +199,7 @@ async def test_a_version_1_database_migrates_and_keeps_its_rows(
         (4, "rate_budgets"),
         (5, "checkpoints_live_modified, heartbeat queue reports"),
         (6, "idempotency keys"),
+        (7, "warm pools: attempts and leases"),
     ]
 
 

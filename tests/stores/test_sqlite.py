@@ -261,7 +261,7 @@ async def test_a_version_1_database_upgrades_on_open_and_keeps_its_rows(
     check = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         assert check.execute("PRAGMA user_version").fetchall() == [(SCHEMA_VERSION,)]
-        assert SCHEMA_VERSION == 6
+        assert SCHEMA_VERSION == 7
     finally:
         check.close()
 

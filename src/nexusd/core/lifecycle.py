@@ -4,6 +4,12 @@ Every state change of a run is a compare-and-set on its current stage. This modu
 place that says which changes are legal; the stores enforce it atomically. A terminal stage is
 never left: a late RUNNING write can never overwrite a receiver's COMPLETED, which is the race
 upstream's whole-row upserts lose.
+
+One move is deliberately missing from `LEGAL`: RUNNING -> BUFFERED. A warm-pool run is RUNNING
+while a worker holds its lease; when the lease is lost (expired, released, its worker gone) the
+run goes back to its queue as its next attempt. Only `CheckpointStore.requeue` makes that move,
+as the compare-and-set of one lease (stage RUNNING, leased, the lost attempt), so it happens
+once per lost lease and never to a Job run; `transition` can never make it.
 """
 
 from __future__ import annotations

@@ -64,6 +64,17 @@ class Checkpoint:
     #: the shard the run's Job goes to (not an upstream column: upstream never records it,
     #: see `SubmissionEntry`); on the checkpoint so recovery needs no second read per run
     cluster: str = ""
+    #: served by its template's warm pool instead of a Job (fixed at creation)
+    warm: bool = False
+    #: the run's current attempt: a lost lease gives the run back to its queue as the next
+    #: one, so a late completion of an earlier attempt can be told apart and refused (a Job
+    #: run keeps `stores.signing.JOB_ATTEMPT`)
+    attempt: int = 1
+    #: the worker (pod name) holding the run's lease, "" = none; only the lease calls of
+    #: `CheckpointStore` change it (and a terminal transition, which ends any lease)
+    lease_holder: str = ""
+    #: when the lease lapses unless renewed; None while nobody holds one
+    lease_expires: dt.datetime | None = None
 
 
 @attrs.frozen
@@ -128,6 +139,31 @@ class PendingSubmission:
     received_by_host: str
     cluster: str
     template: JsonObject = attrs.field(hash=False)
+
+
+@attrs.frozen
+class LeaseKey:
+    """One attempt of one run: what a worker names when it renews, releases or reports a run,
+    so that nothing it says about an attempt it lost can touch the run's next attempt."""
+
+    algorithm: str
+    request_id: str
+    attempt: int
+
+
+@attrs.frozen
+class HeldLease:
+    """A lease as stored: which attempt of which run `holder` has until `expires`."""
+
+    algorithm: str
+    request_id: str
+    attempt: int
+    holder: str
+    expires: dt.datetime
+
+    @property
+    def key(self) -> LeaseKey:
+        return LeaseKey(algorithm=self.algorithm, request_id=self.request_id, attempt=self.attempt)
 
 
 @attrs.frozen

@@ -86,7 +86,6 @@ class Submitter:
 
     async def submit(self, ref: RunRef) -> None:
         """Create the run's Job (once) and record it; API failures never raise from here."""
-        key = {"algorithm": ref.algorithm, "request_id": ref.request_id}
         manifest = ref.template if ref.template is not None else await self._stored(ref)
         if manifest is None:
             return
@@ -99,7 +98,8 @@ class Submitter:
             return
         metrics.submitted(self.shard.name, ref.accepted_at, trio.current_time())
         outcome = await self.store.transition(
-            **key,
+            algorithm=ref.algorithm,
+            request_id=ref.request_id,
             to=Stage.RUNNING,
             expected={Stage.BUFFERED},
             changes={"job_uid": job["metadata"].get("uid", ""), "sent_at": self.clock.now()},

@@ -41,6 +41,21 @@ What the maintainer needs (it keeps every accepted run moving to a terminal stat
   shares the store (a lock file beside a SQLite file, an advisory lock in PostgreSQL held by
   a session of its own), and lets it go when the holder closes the store or dies.
 
+What warm pools need (a run a worker leases instead of a Job; stores/validation.py has the
+argument checks every store shares). Each call is ONE writer operation / transaction:
+- `lease` is a compare-and-set per run (BUFFERED, warm, unleased -> RUNNING, leased): of
+  concurrent leases of one run, from any number of processes, exactly one applies.
+- `renew` extends leases still held by that holder for that attempt; for the others it says
+  where the run is now, so a worker learns at once that a run was cancelled or lost.
+- `requeue` is the one RUNNING -> BUFFERED move (core.lifecycle): the compare-and-set of one
+  attempt, so a run goes back to its queue once per lost lease, as attempt + 1.
+- `transition(..., attempt=n)` applies only to attempt n: a late completion of a lost attempt
+  is refused. A move to a terminal stage ends the run's lease (`lease_holder` '', no expiry),
+  so the lease indexes hold only live leases.
+- `expired_leases`, `leases_of` and `waiting` are served by partial indexes
+  (`checkpoints_leases`, `checkpoints_lease_holder`, `checkpoints_warm_waiting`) holding only
+  leased runs / waiting warm runs.
+
 What the submitters of every process share (stores/rate_budgets.py has the arithmetic):
 - `grant_tokens` and `cut_rate` are each ONE atomic operation on a shard's rate budget (a
   token bucket with an AIMD rate), also across processes sharing the store: of concurrent
@@ -64,7 +79,9 @@ if TYPE_CHECKING:
     from nexusd.core.lifecycle import Stage
     from nexusd.core.records import (
         Checkpoint,
+        HeldLease,
         KeyedRun,
+        LeaseKey,
         NewRun,
         PendingSubmission,
         SubmissionEntry,
@@ -188,8 +205,10 @@ class CheckpointStore(Protocol):
         to: Stage,
         expected: Collection[Stage] | None = None,
         changes: dict[str, Any] | None = None,
+        attempt: int | None = None,
     ) -> Transition:
-        """Move the run to `to` if legal; `changes` may only name `records.MUTABLE_FIELDS`."""
+        """Move the run to `to` if legal (and, when `attempt` is given, only while the run is
+        in that attempt); `changes` may only name `records.MUTABLE_FIELDS`."""
         ...
 
     async def update_tag(self, *, algorithm: str, request_id: str, tag: str) -> Checkpoint | None:
@@ -282,6 +301,59 @@ class CheckpointStore(Protocol):
         describes this process to the next one that tries. Whoever owns a name may treat the
         runs held under it as its own, so no two live processes may share one.
         """
+        ...
+
+    # --- what warm pools use -----------------------------------------------------------------
+
+    async def lease(
+        self, *, runs: Sequence[tuple[str, str]], holder: str, expires: dt.datetime
+    ) -> list[LeaseKey]:
+        """For each `(algorithm, request_id)` still BUFFERED, warm and unleased: stage RUNNING,
+        `lease_holder = holder`, `lease_expires = expires`, `sent_at` and `last_modified` the
+        store clock's now; the attempt is unchanged. Return the leases that applied, in input
+        order (a run named twice counts once); unknown or unleasable runs are skipped. `holder`
+        "" is refused with `ValueError`."""
+        ...
+
+    async def renew(
+        self, *, holder: str, leases: Sequence[LeaseKey], expires: dt.datetime
+    ) -> dict[tuple[str, str], Stage | None]:
+        """Set `lease_expires = expires` on every lease still held: RUNNING, `holder`'s, in that
+        attempt (`last_modified` unchanged). Return, keyed `(algorithm, request_id)`, the stage
+        now of every run NOT renewed (None: unknown run); renewed runs are absent."""
+        ...
+
+    async def requeue(
+        self,
+        *,
+        lease: LeaseKey,
+        holder: str | None = None,
+        expired_before: dt.datetime | None = None,
+    ) -> bool:
+        """Give a leased run back to its queue: only while it is RUNNING, leased, in
+        `lease.attempt` and (when given) held by `holder` with `lease_expires <
+        expired_before`: stage BUFFERED, attempt + 1, no lease, `last_modified` now. True if
+        it applied; of concurrent requeues of one attempt exactly one does."""
+        ...
+
+    async def expired_leases(
+        self, *, before: dt.datetime, limit: int = DEFAULT_PAGE
+    ) -> list[HeldLease]:
+        """Up to `limit` RUNNING runs whose lease expired (`lease_expires < before`), in the
+        order `(lease_expires, algorithm, id)`: soonest expiry first."""
+        ...
+
+    async def leases_of(self, *, holder: str, limit: int = DEFAULT_PAGE) -> list[HeldLease]:
+        """Up to `limit` RUNNING runs `holder` holds a lease on, in the order
+        `(lease_expires, algorithm, id)`."""
+        ...
+
+    async def waiting(
+        self, *, algorithm: str, modified_before: dt.datetime, limit: int = DEFAULT_PAGE
+    ) -> list[Checkpoint]:
+        """Up to `limit` BUFFERED warm runs of `algorithm` with `last_modified <
+        modified_before`, in the order `(last_modified, id)`: oldest first (runs in no live
+        queue: requeued by another scheduler, or a dead scheduler's)."""
         ...
 
     # --- what the submitters share -----------------------------------------------------------

@@ -27,8 +27,10 @@ from nexusd.core.lifecycle import TERMINAL, Stage
 from nexusd.core.records import KeyedRun, NewRun, PendingSubmission, Transition
 from nexusd.stores import rate_budgets
 from nexusd.stores.checkpoints import DEFAULT_PAGE, OPERATIONS, Heartbeat, KeyTaken
+from nexusd.stores.memory_leases import MemoryLeases
 from nexusd.stores.validation import (
     allowed_sources,
+    check_attempt,
     check_aware,
     check_changes,
     check_claim,
@@ -67,10 +69,14 @@ def _ordered(checkpoints: Iterable[Checkpoint]) -> list[Checkpoint]:
     return sorted((_detached(cp) for cp in checkpoints), key=_received_order)
 
 
-class MemoryCheckpointStore(rate_budgets.StepBudgets):
-    """Runs and submission entries in dicts, with a tag index and a (host, stage) index."""
+class MemoryCheckpointStore(MemoryLeases, rate_budgets.StepBudgets):
+    """Runs and submission entries in dicts, with a tag index and a (host, stage) index (and
+    memory_leases.py's lease indexes)."""
+
+    _read = staticmethod(_detached)
 
     def __init__(self, *, clock: Clock) -> None:
+        super().__init__()
         self._clock = clock
         self._runs: dict[_Key, Checkpoint] = {}
         self._submissions: dict[_Key, SubmissionEntry] = {}
@@ -169,15 +175,22 @@ class MemoryCheckpointStore(rate_budgets.StepBudgets):
         to: Stage,
         expected: Collection[Stage] | None = None,
         changes: dict[str, Any] | None = None,
+        attempt: int | None = None,
     ) -> Transition:
         await trio.lowlevel.checkpoint()
         fields = check_changes(changes)
+        if attempt is not None:
+            check_attempt(attempt)
         sources = allowed_sources(to, expected)
         current = self._runs.get((algorithm, request_id))
         if current is None:
             raise NotFound(f"no run {algorithm}/{request_id}")
-        if current.lifecycle_stage not in sources:
+        if current.lifecycle_stage not in sources or (
+            attempt is not None and current.attempt != attempt
+        ):
             return Transition(applied=False, stage=current.lifecycle_stage)
+        if Stage(to).is_terminal:  # a finished run holds no lease
+            fields |= {"lease_holder": "", "lease_expires": None}
         moved = attrs.evolve(
             current, lifecycle_stage=Stage(to), last_modified=self._clock.now(), **fields
         )
@@ -369,12 +382,14 @@ class MemoryCheckpointStore(rate_budgets.StepBudgets):
         self._runs[key] = checkpoint
         self._by_tag[checkpoint.tag].add(key)
         self._by_host_stage[(checkpoint.received_by_host, checkpoint.lifecycle_stage)].add(key)
+        self._index_lease(checkpoint, key)
 
     def _unindex(self, checkpoint: Checkpoint, key: _Key) -> None:
         _discard(self._by_tag, checkpoint.tag, key)
         _discard(
             self._by_host_stage, (checkpoint.received_by_host, checkpoint.lifecycle_stage), key
         )
+        self._unindex_lease(checkpoint, key)
 
 
 def _order(checkpoint: Checkpoint) -> tuple[dt.datetime, str, str]:

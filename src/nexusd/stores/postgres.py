@@ -24,6 +24,9 @@ Every write is ONE autocommitted statement or transaction:
   Only when it matched no row does a second (read) statement tell "unknown run" (`NotFound`)
   from "refused" (`applied=False` with the stage as now committed).
 - `grant_tokens`, `cut_rate`: one call of a server-side function (postgres_budgets.py).
+- `lease`, `renew`, `requeue` (warm pools, postgres_leases.py): one statement each over all the
+  runs of the call, locking rows in key order, so concurrent leases neither both win nor
+  deadlock (`renew` adds a read of the refused runs' stages in the same transaction).
 
 Cancellation (a trio cancel scope around any call):
 
@@ -75,6 +78,7 @@ from nexusd.stores.postgres_admin import (
 )
 from nexusd.stores.postgres_budgets import PostgresBudgets
 from nexusd.stores.postgres_identity import lock_identity
+from nexusd.stores.postgres_leases import PostgresLeases
 from nexusd.stores.postgres_running import CallRunner, PostgresStatistics
 from nexusd.stores.postgres_schema import (
     decode_checkpoint,
@@ -100,6 +104,7 @@ from nexusd.stores.sql_reads import (
 )
 from nexusd.stores.validation import (
     allowed_sources,
+    check_attempt,
     check_aware,
     check_changes,
     check_claim,
@@ -190,20 +195,21 @@ _PURGE_PAYLOADS = (
 
 
 @functools.lru_cache(maxsize=256)
-def _update_statement(names: tuple[str, ...]) -> str:
-    """The compare-and-set UPDATE setting `names` (the same text each time: server-prepared).
+def _update_statement(names: tuple[str, ...], *, of_attempt: bool) -> str:
+    """The compare-and-set UPDATE setting `names` (the same text each time: server-prepared),
+    also conditional on the run's attempt when `of_attempt`.
 
-    Names are `lifecycle_stage`, `last_modified` and `MUTABLE_FIELDS` members (checked by
-    `check_changes`), never caller text.
+    Names are `lifecycle_stage`, `last_modified`, the lease columns and `MUTABLE_FIELDS`
+    members (checked by `check_changes`), never caller text.
     """
     sets = ", ".join(f"{name} = %s" for name in names)
     return (
         f"UPDATE checkpoints SET {sets} WHERE algorithm = %s AND id = %s "
-        "AND lifecycle_stage = ANY(%s)"
+        "AND lifecycle_stage = ANY(%s)" + (" AND attempt = %s" if of_attempt else "")
     )
 
 
-class PostgresCheckpointStore(PostgresBudgets, SqlReads):
+class PostgresCheckpointStore(PostgresLeases, PostgresBudgets, SqlReads):
     """The `CheckpointStore` protocol on PostgreSQL. Build it with `open`."""
 
     MARK = "%s"
@@ -368,19 +374,24 @@ class PostgresCheckpointStore(PostgresBudgets, SqlReads):
         to: Stage,
         expected: Collection[Stage] | None = None,
         changes: dict[str, Any] | None = None,
+        attempt: int | None = None,
     ) -> Transition:
         fields = check_changes(changes)
         target = Stage(to)
         sources = sorted(str(stage) for stage in allowed_sources(target, expected))
         assignments = {"lifecycle_stage": str(target), "last_modified": self._clock.now()}
         assignments |= fields
-        update = _update_statement(tuple(assignments))
-        params = (
+        if target.is_terminal:  # a finished run holds no lease
+            assignments |= {"lease_holder": "", "lease_expires": None}
+        update = _update_statement(tuple(assignments), of_attempt=attempt is not None)
+        params: tuple[Any, ...] = (
             *(encode_value(name, value) for name, value in assignments.items()),
             algorithm,
             request_id,
             sources,
         )
+        if attempt is not None:
+            params += (check_attempt(attempt),)
 
         def apply(connection: Connection) -> Transition:
             if sources and connection.execute(update, params).rowcount:

@@ -24,7 +24,11 @@ a partial index over the non-terminal stages in the `stale` scan's order, its te
 `COLLATE "C"` like the scan's ORDER BY, and the heartbeat's queue report columns; version 6
 adds the idempotency key a request's first run holds, `idempotency_key` ('' for none),
 `idempotency_fingerprint` and `idempotency_answer json`, with the unique partial index
-`checkpoints_idempotency_key` over `(algorithm, idempotency_key)` of non-empty keys). Every
+`checkpoints_idempotency_key` over `(algorithm, idempotency_key)` of non-empty keys; version 7
+adds warm pools: `warm boolean`, `attempt integer` (from 1), `lease_holder` ('' for none) and
+`lease_expires timestamptz`, with the partial indexes `checkpoints_leases` on `lease_expires`
+and `checkpoints_lease_holder` on `lease_holder` (leased runs only) and
+`checkpoints_warm_waiting` on `(algorithm, last_modified)` (BUFFERED warm runs only)). Every
 change runs in one transaction that first takes a transaction-level advisory lock
 (`pg_advisory_xact_lock(SCHEMA_LOCK_KEY)`), so nexusd processes starting together migrate once
 and the others see the result; DDL is transactional in PostgreSQL, so a failed step leaves
@@ -241,6 +245,21 @@ CREATE UNIQUE INDEX checkpoints_idempotency_key ON checkpoints (algorithm, idemp
     WHERE idempotency_key <> '';
 """
 
+# Warm pools: constant defaults (no table rewrite) read an older run as attempt 1, not warm,
+# unleased, and the partial indexes hold nothing of it. `sql_reads.LEASED_CONDITION` /
+# `WAITING_CONDITION` repeat their WHEREs exactly, so the planner can prove them per query.
+_V7 = """
+ALTER TABLE checkpoints
+    ADD COLUMN warm boolean NOT NULL DEFAULT false,
+    ADD COLUMN attempt integer NOT NULL DEFAULT 1 CHECK (attempt >= 1),
+    ADD COLUMN lease_holder text NOT NULL DEFAULT '',
+    ADD COLUMN lease_expires timestamptz;
+CREATE INDEX checkpoints_leases ON checkpoints (lease_expires) WHERE lease_holder <> '';
+CREATE INDEX checkpoints_lease_holder ON checkpoints (lease_holder) WHERE lease_holder <> '';
+CREATE INDEX checkpoints_warm_waiting ON checkpoints (algorithm, last_modified)
+    WHERE warm AND lifecycle_stage = 'BUFFERED';
+"""
+
 #: Never edit a released step (databases in the field were built by it); add a new one.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, description="checkpoints and submission_buffer", sql=_V1),
@@ -249,6 +268,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=4, description="rate_budgets", sql=_V4),
     Migration(version=5, description="checkpoints_live_modified, heartbeat queue reports", sql=_V5),
     Migration(version=6, description="idempotency keys", sql=_V6),
+    Migration(version=7, description="warm pools: attempts and leases", sql=_V7),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -320,8 +340,12 @@ def encode_value(name: str, value: Any) -> Any:
         return Json(
             {"requestId": value.request_id, "algorithmName": value.algorithm_name}, dumps=_dumps
         )
-    if name in ("received_at", "sent_at", "last_modified", "payload_valid_for"):
+    if name in ("received_at", "sent_at", "last_modified", "lease_expires", "payload_valid_for"):
         return value  # datetime -> timestamptz, timedelta -> interval
+    if name == "warm":
+        return bool(value)
+    if name == "attempt":
+        return int(value)
     return str(value)
 
 
@@ -342,6 +366,7 @@ def decode_checkpoint(row: Sequence[Any]) -> Checkpoint:
     values = dict(zip(COLUMNS, row, strict=True))
     parent = values["parent"]
     sent_at = values["sent_at"]
+    lease_expires = values["lease_expires"]
     return Checkpoint(
         algorithm=values["algorithm"],
         id=values["id"],
@@ -365,6 +390,10 @@ def decode_checkpoint(row: Sequence[Any]) -> Checkpoint:
         else ParentRef(request_id=parent["requestId"], algorithm_name=parent["algorithmName"]),
         payload_valid_for=values["payload_valid_for"],
         cluster=values["cluster"],
+        warm=bool(values["warm"]),
+        attempt=int(values["attempt"]),
+        lease_holder=values["lease_holder"],
+        lease_expires=None if lease_expires is None else _utc(lease_expires),
     )
 
 

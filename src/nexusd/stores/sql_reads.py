@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from nexusd.core.lifecycle import Stage
-from nexusd.core.records import IdempotencyKey, KeyedRun, PendingSubmission
+from nexusd.core.records import HeldLease, IdempotencyKey, KeyedRun, PendingSubmission
 from nexusd.stores.checkpoints import DEFAULT_PAGE, Heartbeat, QueueReport
-from nexusd.stores.validation import check_aware, check_limit
+from nexusd.stores.validation import check_aware, check_holder, check_limit
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -45,6 +45,11 @@ COLUMNS = (
     "parent",
     "payload_valid_for",
     "cluster",
+    # warm pools (schema version 7 in both stores)
+    "warm",
+    "attempt",
+    "lease_holder",
+    "lease_expires",
 )
 COLUMN_LIST = ", ".join(COLUMNS)
 #: The idempotency key a request's first run holds (schema version 6 in both stores): written
@@ -66,6 +71,28 @@ KEY_QUERY = (
 #: (SQLite matches the text; PostgreSQL must prove it at plan time, so never as a parameter).
 LIVE_STAGES = frozenset({Stage.NEW, Stage.BUFFERED, Stage.RUNNING})
 LIVE_CONDITION = "lifecycle_stage IN ('NEW', 'BUFFERED', 'RUNNING')"
+#: The WHERE terms of the lease indexes (schema version 7 in both stores): `checkpoints_leases`
+#: and `checkpoints_lease_holder` hold leased runs only, `checkpoints_warm_waiting` the BUFFERED
+#: warm runs. A query repeats them exactly, so the planner may use the partial index.
+LEASED_CONDITION = "lease_holder <> ''"
+WAITING_CONDITION = "warm AND lifecycle_stage = 'BUFFERED'"
+#: The columns of a `HeldLease`, in its field order.
+LEASE_COLUMN_LIST = "algorithm, id, attempt, lease_holder, lease_expires"
+#: The warm-pool reads; `{source}` is the table read through the query's partial index
+#: (`SqlReads.SOURCE`), `{mark}` the driver's placeholder, `{order}` its `KEY_ORDER` over the
+#: query's time column.
+EXPIRED_LEASES_QUERY = (
+    f"SELECT {LEASE_COLUMN_LIST} FROM {{source}} WHERE {LEASED_CONDITION} "
+    "AND lease_expires < {mark} AND lifecycle_stage = 'RUNNING' ORDER BY {order} LIMIT {mark}"
+)
+LEASES_OF_QUERY = (
+    f"SELECT {LEASE_COLUMN_LIST} FROM {{source}} WHERE {LEASED_CONDITION} "
+    "AND lease_holder = {mark} AND lifecycle_stage = 'RUNNING' ORDER BY {order} LIMIT {mark}"
+)
+WAITING_QUERY = (
+    f"SELECT {COLUMN_LIST} FROM {{source}} WHERE {WAITING_CONDITION} "
+    "AND algorithm = {mark} AND last_modified < {mark} ORDER BY {order} LIMIT {mark}"
+)
 #: What to do when a host name is taken (the end of `hold_identity`'s message).
 IDENTITY_HINT = (
     "two live processes under one name would both take its runs; give each process its own "
@@ -90,12 +117,16 @@ def key_row(idempotency: IdempotencyKey | None) -> tuple[str, str, Any]:
 class SqlReads:
     """Mixin: `heartbeats`, `heartbeat_reports`, `get`, `get_submission`,
     `pending_submission`, `get_payload`, `by_tag`, `by_host_and_stage`,
-    `by_idempotency_key` over `_select`."""
+    `by_idempotency_key`, and the warm-pool reads `expired_leases`, `leases_of`, `waiting`
+    over `_select`."""
 
     #: the driver's placeholder
     MARK: ClassVar[str]
     #: how a (time, algorithm, id) key orders, in code-point order like Python's
     KEY_ORDER: ClassVar[str]
+    #: `checkpoints` read through the partial index `{index}` (SQLite's planner, without
+    #: statistics, prefers the stage index unless told)
+    SOURCE: ClassVar[str] = "checkpoints"
 
     @staticmethod
     def _decode_checkpoint(row: Sequence[Any]) -> Checkpoint:
@@ -237,3 +268,57 @@ class SqlReads:
             (*params, check_limit(limit)),
         )
         return [self._decode_checkpoint(row) for row in rows]
+
+    async def expired_leases(
+        self, *, before: dt.datetime, limit: int = DEFAULT_PAGE
+    ) -> list[HeldLease]:
+        """A range of `checkpoints_leases`, which holds only leased (so live) runs."""
+        check_aware("before", before)
+        order = self.KEY_ORDER.format(time="lease_expires")
+        rows = await self._select(
+            EXPIRED_LEASES_QUERY.format(
+                source=self.SOURCE.format(index="checkpoints_leases"), mark=self.MARK, order=order
+            ),
+            (self._encode_time(before), check_limit(limit)),
+        )
+        return [self._held_lease(row) for row in rows]
+
+    async def leases_of(self, *, holder: str, limit: int = DEFAULT_PAGE) -> list[HeldLease]:
+        """A point range of `checkpoints_lease_holder` (a worker holds a handful)."""
+        check_holder(holder)
+        order = self.KEY_ORDER.format(time="lease_expires")
+        rows = await self._select(
+            LEASES_OF_QUERY.format(
+                source=self.SOURCE.format(index="checkpoints_lease_holder"),
+                mark=self.MARK,
+                order=order,
+            ),
+            (holder, check_limit(limit)),
+        )
+        return [self._held_lease(row) for row in rows]
+
+    async def waiting(
+        self, *, algorithm: str, modified_before: dt.datetime, limit: int = DEFAULT_PAGE
+    ) -> list[Checkpoint]:
+        """A range of `checkpoints_warm_waiting` (algorithm, then oldest first)."""
+        check_aware("modified_before", modified_before)
+        order = self.KEY_ORDER.format(time="last_modified")
+        rows = await self._select(
+            WAITING_QUERY.format(
+                source=self.SOURCE.format(index="checkpoints_warm_waiting"),
+                mark=self.MARK,
+                order=order,
+            ),
+            (algorithm, self._encode_time(modified_before), check_limit(limit)),
+        )
+        return [self._decode_checkpoint(row) for row in rows]
+
+    def _held_lease(self, row: Sequence[Any]) -> HeldLease:
+        algorithm, request_id, attempt, holder, expires = row
+        return HeldLease(
+            algorithm=algorithm,
+            request_id=request_id,
+            attempt=int(attempt),
+            holder=holder,
+            expires=self._decode_time(expires),
+        )

@@ -10,7 +10,9 @@ back only when it did not apply), so the compare-and-set is atomic even against 
 sharing the file; so is a `claim`
 (``UPDATE ... WHERE lifecycle_stage = 'BUFFERED' AND received_by_host = ?``). A `purge` is one
 writer operation (one savepoint): the runs and their submission entries go together; so is a
-rate-budget grant (sqlite_budgets.py: read, refill, write back under the write lock). Reads run
+rate-budget grant (sqlite_budgets.py: read, refill, write back under the write lock), and so
+are the warm pools' `lease`, `renew` and `requeue` (sqlite_leases.py: one conditional UPDATE per
+run, all of a call in one savepoint). Reads run
 in trio worker threads on a small pool of read-only connections; with WAL they never wait for the
 writer and always see every commit that finished before they started.
 
@@ -57,6 +59,7 @@ from nexusd.stores.sql_reads import (
     key_row,
 )
 from nexusd.stores.sqlite_budgets import SqliteBudgets
+from nexusd.stores.sqlite_leases import SqliteLeases
 from nexusd.stores.sqlite_schema import (
     decode_checkpoint,
     decode_submission,
@@ -71,6 +74,7 @@ from nexusd.stores.sqlite_schema import (
 from nexusd.stores.sqlite_writer import GroupCommitWriter, WriterStatistics, translate
 from nexusd.stores.validation import (
     allowed_sources,
+    check_attempt,
     check_aware,
     check_changes,
     check_claim,
@@ -231,11 +235,12 @@ class _ReadPool:
             self._idle.clear()
 
 
-class SqliteCheckpointStore(SqliteBudgets, SqlReads):
+class SqliteCheckpointStore(SqliteLeases, SqliteBudgets, SqlReads):
     """The `CheckpointStore` protocol on one SQLite file. Build it with `open`."""
 
     MARK = "?"
     KEY_ORDER = "{time}, algorithm, id"
+    SOURCE = "checkpoints INDEXED BY {index}"
     _decode_checkpoint = staticmethod(decode_checkpoint)
     _decode_submission = staticmethod(decode_submission)
 
@@ -366,12 +371,15 @@ class SqliteCheckpointStore(SqliteBudgets, SqlReads):
         to: Stage,
         expected: Collection[Stage] | None = None,
         changes: dict[str, Any] | None = None,
+        attempt: int | None = None,
     ) -> Transition:
         fields = check_changes(changes)
         target = Stage(to)
         sources = sorted(allowed_sources(target, expected))
         assignments = {"lifecycle_stage": str(target), "last_modified": self._clock.now()}
         assignments |= fields
+        if target.is_terminal:  # a finished run holds no lease
+            assignments |= {"lease_holder": "", "lease_expires": None}
         # Column names come from MUTABLE_FIELDS (checked above), never from the caller.
         sets = ", ".join(f"{name} = ?" for name in assignments)
         marks = ", ".join("?" * len(sources))
@@ -379,12 +387,15 @@ class SqliteCheckpointStore(SqliteBudgets, SqlReads):
             f"UPDATE checkpoints SET {sets} WHERE algorithm = ? AND id = ? "
             f"AND lifecycle_stage IN ({marks})"
         )
-        bindings = (
+        bindings: tuple[Any, ...] = (
             *(encode_value(name, value) for name, value in assignments.items()),
             algorithm,
             request_id,
             *(str(stage) for stage in sources),
         )
+        if attempt is not None:
+            update += " AND attempt = ?"
+            bindings += (check_attempt(attempt),)
 
         def apply(connection: apsw.Connection) -> Transition:
             if sources:

@@ -26,7 +26,11 @@ B-tree, and the heartbeat's queue report (`queued`, `oldest_queued_age`, `last_t
 NULL from a process without queues);
 6 = the idempotency key a request's first run holds (`idempotency_key`, '' for none,
 `idempotency_fingerprint`, `idempotency_answer` JSON text or NULL) and the unique partial index
-`checkpoints_idempotency_key` over `(algorithm, idempotency_key)` of non-empty keys.
+`checkpoints_idempotency_key` over `(algorithm, idempotency_key)` of non-empty keys;
+7 = warm pools: `warm` (0/1), `attempt` (from 1), `lease_holder` ('' for none) and
+`lease_expires` (text time or NULL), with the partial indexes `checkpoints_leases` on
+`lease_expires` and `checkpoints_lease_holder` on `lease_holder` (leased runs only) and
+`checkpoints_warm_waiting` on `(algorithm, last_modified)` (BUFFERED warm runs only).
 `PRAGMA user_version` is the schema version; `migrate` brings a database up to date, one step
 per version, and refuses a database written by a newer nexusd.
 """
@@ -146,9 +150,23 @@ CREATE UNIQUE INDEX checkpoints_idempotency_key ON checkpoints (algorithm, idemp
     WHERE idempotency_key <> '';
 """
 
+# Warm pools. Constant defaults read an older run as attempt 1, not warm, unleased; the partial
+# indexes hold nothing of it. `sql_reads.LEASED_CONDITION` / `WAITING_CONDITION` repeat their
+# WHEREs exactly, or no query uses them.
+_V7 = """
+ALTER TABLE checkpoints ADD COLUMN warm INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE checkpoints ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE checkpoints ADD COLUMN lease_holder TEXT NOT NULL DEFAULT '';
+ALTER TABLE checkpoints ADD COLUMN lease_expires TEXT;
+CREATE INDEX checkpoints_leases ON checkpoints (lease_expires) WHERE lease_holder <> '';
+CREATE INDEX checkpoints_lease_holder ON checkpoints (lease_holder) WHERE lease_holder <> '';
+CREATE INDEX checkpoints_warm_waiting ON checkpoints (algorithm, last_modified)
+    WHERE warm AND lifecycle_stage = 'BUFFERED';
+"""
+
 #: MIGRATIONS[n] takes a database from user_version n to n + 1. Never edit a released step:
 #: databases in the field were built by it; add a new one.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -192,8 +210,10 @@ def encode_value(name: str, value: Any) -> Any:
     """One field of a `Checkpoint` as its column value."""
     if value is None:
         return None
-    if name in ("received_at", "sent_at", "last_modified"):
+    if name in ("received_at", "sent_at", "last_modified", "lease_expires"):
         return encode_time(value)
+    if name in ("warm", "attempt"):
+        return int(value)
     if name in ("applied_configuration", "configuration_overrides"):
         return encode_json(value)
     if name == "parent":
@@ -217,6 +237,7 @@ def decode_checkpoint(row: Sequence[Any]) -> Checkpoint:
         )
     sent_at = values["sent_at"]
     overrides = values["configuration_overrides"]
+    lease_expires = values["lease_expires"]
     return Checkpoint(
         algorithm=values["algorithm"],
         id=values["id"],
@@ -238,6 +259,10 @@ def decode_checkpoint(row: Sequence[Any]) -> Checkpoint:
         parent=parent,
         payload_valid_for=dt.timedelta(seconds=values["payload_valid_for"]),
         cluster=values["cluster"],
+        warm=bool(values["warm"]),
+        attempt=int(values["attempt"]),
+        lease_holder=values["lease_holder"],
+        lease_expires=None if lease_expires is None else decode_time(lease_expires),
     )
 
 

@@ -12,9 +12,9 @@ from nexusd.core.lifecycle import Stage, sources_of
 from nexusd.core.records import MUTABLE_FIELDS
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Collection, Iterable
 
-    from nexusd.core.records import Checkpoint, SubmissionEntry
+    from nexusd.core.records import Checkpoint, LeaseKey, SubmissionEntry
     from nexusd.stores.checkpoints import QueueReport
 
 _TIMESTAMP_FIELDS = frozenset({"sent_at"})
@@ -59,11 +59,15 @@ def allowed_sources(to: Stage, expected: Collection[Stage] | None) -> frozenset[
 
 
 def check_submission(checkpoint: Checkpoint, submission: SubmissionEntry | None) -> None:
-    """A run's submission entry must carry the run's own key; timestamps must be aware."""
+    """A run's submission entry must carry the run's own key; timestamps must be aware, the
+    attempt positive."""
     check_aware("received_at", checkpoint.received_at)
     check_aware("last_modified", checkpoint.last_modified)
     if checkpoint.sent_at is not None:
         check_aware("sent_at", checkpoint.sent_at)
+    if checkpoint.lease_expires is not None:
+        check_aware("lease_expires", checkpoint.lease_expires)
+    check_attempt(checkpoint.attempt)
     if submission is not None and (submission.algorithm, submission.id) != (
         checkpoint.algorithm,
         checkpoint.id,
@@ -97,3 +101,30 @@ def check_queue_report(queues: QueueReport | None) -> None:
     for name, age in ages.items():
         if age is not None and not age >= 0.0:  # also refuses NaN
             raise ValueError(f"{name} must be a non-negative number of seconds, not {age}")
+
+
+def check_holder(holder: str) -> str:
+    """A lease holder is a worker's name: "" means "no lease", so it can never hold one."""
+    if not isinstance(holder, str) or not holder:
+        raise ValueError(f"a lease holder must be a non-empty string, not {holder!r}")
+    return holder
+
+
+def check_attempt(attempt: int) -> int:
+    """Attempts count from 1 (`signing.JOB_ATTEMPT`)."""
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+        raise ValueError(f"an attempt must be a positive integer, not {attempt!r}")
+    return attempt
+
+
+def check_leases(leases: Iterable[LeaseKey]) -> list[LeaseKey]:
+    """The leases of a `renew`, each with a valid attempt."""
+    checked = list(leases)
+    for lease in checked:
+        check_attempt(lease.attempt)
+    return checked
+
+
+def unique_runs(runs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The runs of a `lease`, each once, in first-seen order."""
+    return list(dict.fromkeys((str(algorithm), str(run_id)) for algorithm, run_id in runs))
