@@ -52,6 +52,8 @@ SCHEDULER_CALLS: frozenset[Call] = frozenset(
         ("get", "batch", "jobs"),
         # pipeline/cancelling.py Canceller; submitting.py Submitter._delete
         ("delete", "batch", "jobs"),
+        # pipeline/scaling.py PoolScaler: the warm pools' Deployments
+        *((verb, "apps", "deployments") for verb in ("list", "create", "update", "delete")),
     }
 )
 #: Every Kubernetes call `nexusd maintainer` makes, and where.

@@ -6,6 +6,7 @@
     nexusd controller  configuration controller: templates, workgroups and what they reference,
                        kept in every shard cluster
     nexusd dev         scheduler + receiver + maintainer + embedded Kubernetes in one process
+    nexusd worker      a warm pool's worker: leases runs from the scheduler and runs each
     nexusd store       create or migrate the checkpoint store's schema
     nexusd config      print the settings a mode runs with, as TOML
 
@@ -65,6 +66,21 @@ _DEV_FLAGS = [
 ]
 _CONTROLLER_FLAGS = [
     ("--alias", "controller.alias", "configuration-owner label value of the shard copies"),
+]
+_WORKER_FLAGS = [
+    ("--scheduler", "worker.scheduler", "URL of the scheduler to lease runs from"),
+    ("--algorithm", "worker.algorithm", "the warm template whose runs to serve"),
+    ("--name", "worker.name", "this worker's name in its leases"),
+    ("--token", "worker.token", "bearer token of the scheduler's worker API"),
+    ("--concurrency", "worker.concurrency", "runs held at once"),
+    ("--runs", "worker.runs", "runs before exiting 0 to be recycled (0 = never)"),
+    ("--handler", "worker.handler", "module:function to call per run instead of a command"),
+    ("--max-wait", "worker.max_wait", "longest a lease request waits (long poll)"),
+    ("--request-timeout", "worker.request_timeout", "timeout of one request"),
+    ("--retry-base-delay", "worker.retry_base_delay", "first back-off"),
+    ("--retry-max-delay", "worker.retry_max_delay", "longest back-off"),
+    ("--report-batch", "worker.report_batch", "most runs one report carries"),
+    ("--kill-grace", "worker.kill_grace", "SIGTERM to SIGKILL of a stopped run's processes"),
 ]
 #: Upstream's configuration controller reads flat NEXUS__<KEY> variables; `nexusd controller`
 #: takes them too (its own NEXUS__SECTION__KEY names win when both are set).
@@ -153,6 +169,20 @@ def build_parser() -> argparse.ArgumentParser:
         common,
     )
     _add_flags(dev, _HTTP_FLAGS + _DEV_FLAGS, "dev")
+    worker = _add_mode(
+        modes,
+        "worker",
+        "a warm pool's worker: lease runs from the scheduler, run each by the command after "
+        "-- (a process per run) or by --handler (a Python call per run)",
+        common,
+    )
+    worker.add_argument(
+        "command",
+        nargs="*",
+        metavar="-- COMMAND ARGS",
+        help="the algorithm's command and args, %%s placeholders filled per run as a Job's",
+    )
+    _add_flags(worker, _WORKER_FLAGS, "worker")
     store = _add_mode(
         modes, "store", "create (init) or upgrade (migrate) the store's schema", common
     )
@@ -198,6 +228,11 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None 
             if upstream in environ:
                 # Upstream's delays are Go durations ("30ms"), which nexusd reads too.
                 environ.setdefault(ours, environ.pop(upstream))
+    if args.mode == "worker":
+        # A pool pod has its runs' Job env; those NEXUS__ variables are the algorithm's.
+        from nexusd.warm.running import worker_environ
+
+        environ = worker_environ(os.environ if environ is None else environ)
     return load_settings(
         toml_path=args.config,
         environ=environ,
@@ -227,6 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if mode == "store":
             print(trio.run(store.run, settings, args.action))
+        elif mode == "worker":
+            from nexusd.modes import worker
+
+            trio.run(worker.main, settings, args.command)
         elif mode == "maintainer" and args.once:
             report = trio.run(maintainer.run_once, settings)
             print(maintainer.describe(report))

@@ -580,6 +580,152 @@ class ReceiverSettings:
 
 
 @attrs.frozen
+class WarmSettings:
+    lease_duration: float = attrs.field(
+        default=30.0,
+        metadata=_doc(
+            "how long a worker's lease on a run lasts; workers renew it while the run works, "
+            "and a run whose lease ran out goes back to the queue as its next attempt",
+            "duration",
+        ),
+    )
+    max_wait: float = attrs.field(
+        default=20.0,
+        metadata=_doc(
+            "longest a worker's lease or report request is held open (long poll)", "duration"
+        ),
+    )
+    max_lease_runs: int = attrs.field(
+        default=256, metadata=_doc("most runs one lease request hands out")
+    )
+    reap_interval: float = attrs.field(
+        default=2.0,
+        metadata=_doc("how often the scheduler looks for expired leases", "duration"),
+    )
+    max_attempts: int = attrs.field(
+        default=3,
+        metadata=_doc("leases of one run that may be lost (worker killed) before the run fails"),
+    )
+    orphan_after: float = attrs.field(
+        default=2.0,
+        metadata=_doc(
+            "a waiting warm run not touched for this long is taken from the store into this "
+            "scheduler's pool queue when that queue is empty: runs in no queue (requeued by "
+            "the maintainer, a dead scheduler's), and another scheduler's backlog (work "
+            "stealing; a run leased twice is leased once, the store decides)",
+            "duration",
+        ),
+    )
+    scan_interval: float = attrs.field(
+        default=1.0,
+        metadata=_doc(
+            "how often a pool with an empty queue looks for such runs in the store", "duration"
+        ),
+    )
+    scheduler_url: str = attrs.field(
+        default="",
+        metadata=_doc(
+            "URL the pool workers reach this scheduler at (NEXUS__WORKER__SCHEDULER); empty = "
+            "receiver.url, and in nexusd dev the dev process"
+        ),
+    )
+    scale_interval: float = attrs.field(
+        default=2.0,
+        metadata=_doc(
+            "how often the scheduler sizes each warm pool's Deployment (and creates, replaces "
+            "or deletes it as its template changes)",
+            "duration",
+        ),
+    )
+    scale_up_age: float = attrs.field(
+        default=2.0,
+        metadata=_doc(
+            "a pool whose oldest waiting run has waited longer than this gets one worker more "
+            "than its demand needs (up to maxWorkers)",
+            "duration",
+        ),
+    )
+
+
+@attrs.frozen
+class WorkerSettings:
+    """`nexusd worker`, in a warm pool's pods (the scheduler sets NEXUS__WORKER__* there)."""
+
+    scheduler: str = attrs.field(
+        default="",
+        metadata=_doc(
+            "URL of the scheduler to lease runs from (required), e.g. http://nexusd:8080"
+        ),
+    )
+    algorithm: str = attrs.field(
+        default="", metadata=_doc("the warm template whose runs this worker serves (required)")
+    )
+    name: str = attrs.field(
+        default="",
+        metadata=_doc("this worker's name in its leases; empty = the host name (the pod name)"),
+    )
+    token: str = attrs.field(
+        default="",
+        metadata=_doc(
+            "bearer token of the scheduler's worker API (the pool token its pods get); empty = none"
+        ),
+    )
+    concurrency: int = attrs.field(default=1, metadata=_doc("runs this worker holds at once"))
+    runs: int = attrs.field(
+        default=0,
+        metadata=_doc(
+            "runs after which the worker finishes, reports and exits 0, so its container is "
+            "restarted fresh (recycled); 0 = never"
+        ),
+    )
+    handler: str = attrs.field(
+        default="",
+        metadata=_doc(
+            "module:function called in-process for each run (nexusd.warm.serve); empty = the "
+            "command after -- runs once per run"
+        ),
+    )
+    max_wait: float = attrs.field(
+        default=20.0,
+        metadata=_doc(
+            "longest a lease request waits for a run (long poll; the scheduler caps it at its "
+            "warm.max_wait)",
+            "duration",
+        ),
+    )
+    request_timeout: float = attrs.field(
+        default=10.0,
+        metadata=_doc(
+            "timeout of one request to the scheduler beyond its long poll's wait, and of a "
+            "payload download or result upload; also how long the last report is retried "
+            "when the worker is stopped",
+            "duration",
+        ),
+    )
+    retry_base_delay: float = attrs.field(
+        default=0.1,
+        metadata=_doc("first back-off after the scheduler could not be reached", "duration"),
+    )
+    retry_max_delay: float = attrs.field(
+        default=10.0,
+        metadata=_doc(
+            "longest back-off between retries; requests are retried until they succeed",
+            "duration",
+        ),
+    )
+    report_batch: int = attrs.field(
+        default=1000, metadata=_doc("most finished or released runs one report carries")
+    )
+    kill_grace: float = attrs.field(
+        default=10.0,
+        metadata=_doc(
+            "a cancelled or lost run's process group gets SIGTERM, then SIGKILL after this long",
+            "duration",
+        ),
+    )
+
+
+@attrs.frozen
 class Settings:
     http: HttpSettings = HttpSettings()
     node: NodeSettings = NodeSettings()
@@ -598,6 +744,8 @@ class Settings:
     election: ElectionSettings = ElectionSettings()
     auth: AuthSettings = AuthSettings()
     receiver: ReceiverSettings = ReceiverSettings()
+    warm: WarmSettings = WarmSettings()
+    worker: WorkerSettings = WorkerSettings()
 
     # Derived values, so no caller re-implements the "empty = ..." rules.
     @property

@@ -44,6 +44,8 @@ TITLES = {
     "election": "leader election of nexusd controller replicas",
     "auth": "access control: bearer tokens for the API, completion tokens for the runs",
     "receiver": "where the runs' pods report completions",
+    "warm": "warm pools: workers that lease runs instead of a Job per run",
+    "worker": "nexusd worker: a warm pool's worker, in the pool's pods",
 }
 
 _SIZE_UNITS = (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10))

@@ -162,12 +162,13 @@ async def test_a_receiver_process_serves_its_metrics(
 async def test_a_full_queue_shows_in_its_gauges_and_429_counter(
     start_nexus: StartNexus, http: httpx.AsyncClient
 ) -> None:
-    # One token at start, then one per 100 s: the first run is submitted, the only worker
-    # waits for a token with the second, the third fills the queue, the fourth is refused.
+    # Two tokens at start, then one per 100 s: the scaler creates the hello-warm pool's
+    # Deployment with one, the first run is submitted with the other, the only worker waits
+    # for a token with the second, the third fills the queue, the fourth is refused.
     nexus = await start_nexus(
         **{
             "submission.rate": 0.01,
-            "submission.burst": 1,
+            "submission.burst": 2,
             "submission.queue_capacity": 1,
             "submission.workers": 1,
             "submission.budget": "local",

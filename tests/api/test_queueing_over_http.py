@@ -54,10 +54,10 @@ async def test_full_queue_answers_429_and_keeps_what_it_accepted(
 async def test_buffered_runs_are_submitted_after_a_restart(
     tmp_path: Path, http: httpx.AsyncClient
 ) -> None:
-    slow = {
+    slow = {  # two tokens: the hello-warm pool's Deployment, then the first run's Job
         "submission.workers": 1,
         "submission.rate": 0.001,
-        "submission.burst": 1,
+        "submission.burst": 2,
         "node.host_name": "scheduler-0",
     }
     async with trio.open_nursery() as nursery:

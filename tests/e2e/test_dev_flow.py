@@ -82,3 +82,31 @@ async def test_crash_without_report_ends_failed_with_the_cause(
     ).json()
     # the Job's PodFailurePolicy condition names the exit code
     assert "exit code 1" in metadata["algorithm_failure_details"]
+
+
+async def test_hello_warm_is_served_by_its_pool_without_a_job(
+    start_nexus: StartNexus, http: httpx.AsyncClient
+) -> None:
+    nexus = await start_nexus(**{"dev.kubelet": "local"})
+    submitted = await http.post(
+        f"{nexus.url}/algorithm/v1/run/hello-warm", json={"algorithmParameters": {"name": "pool"}}
+    )
+    assert submitted.status_code == 202, submitted.text
+    request_id = submitted.json()["requestId"]
+    result = await wait_for_stage(http, nexus.url, "hello-warm", request_id, "COMPLETED", "FAILED")
+    assert result["status"] == "COMPLETED", result
+    download = await http.get(result["resultUri"])
+    assert download.json() == {"greeting": "Hello, pool!", "requestId": request_id}
+    failing = await http.post(
+        f"{nexus.url}/algorithm/v1/run/hello-warm", json={"algorithmParameters": {"fail": "report"}}
+    )
+    failed = await wait_for_stage(
+        http, nexus.url, "hello-warm", failing.json()["requestId"], "COMPLETED", "FAILED"
+    )
+    assert failed["runErrorMessage"] == "AskedToFail"
+    assert nexus.cluster is not None
+    jobs = await http.get(f"{nexus.cluster.url}/apis/batch/v1/namespaces/nexus/jobs")
+    assert jobs.json()["items"] == []
+    pods = await http.get(f"{nexus.cluster.url}/api/v1/namespaces/nexus/pods")
+    names = [pod["metadata"]["name"] for pod in pods.json()["items"]]
+    assert [name.startswith("nexusd-pool-hello-warm-") for name in names] == [True]

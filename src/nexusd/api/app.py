@@ -13,7 +13,17 @@ from quart import request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from nexusd.api import completions, data, docs, health, metrics, results, runs, versions
+from nexusd.api import (
+    completions,
+    data,
+    docs,
+    health,
+    metrics,
+    results,
+    runs,
+    versions,
+    workers,
+)
 from nexusd.api.access_log import log_access
 from nexusd.api.asgi import BodyBudget, guard
 from nexusd.api.auth import protect
@@ -46,6 +56,8 @@ def create_app(context: AppContext, *, scheduler: bool, receiver: bool) -> Quart
         versions.register(app, stable=stable, experimental=experimental, meta=[docs.blueprint])
     if scheduler and context.files is not None:
         app.register_blueprint(data.blueprint)
+    if scheduler:
+        app.register_blueprint(workers.blueprint)
     # Bearer tokens and the receiver URLs' completion tokens, before a body is read.
     inner: Any = app.asgi_app  # quart's ASGI types are narrower than a plain callable
     protected: Any = protect(inner, bearer=context.bearer)

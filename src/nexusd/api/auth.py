@@ -62,7 +62,7 @@ TOKEN_FILE_RECHECK: Final = 1.0
 
 _RECEIVER_ROUTE = r"/algorithm(?:/v[0-9.]+)?/(?:complete|check)/[^/]+/requests/[^/]+"
 _RECEIVER = re.compile(_RECEIVER_ROUTE)
-_TOKENED = re.compile(rf"/{TOKEN_SEGMENT}/([A-Za-z0-9_-]+)({_RECEIVER_ROUTE})")
+_TOKENED = re.compile(rf"/{TOKEN_SEGMENT}/((?:[1-9][0-9]*\.)?[A-Za-z0-9_-]+)({_RECEIVER_ROUTE})")
 _OPEN_DOCS = re.compile(r"/algorithm(?:/v[0-9.]+)?/(?:openapi\.json|docs)")
 
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from nexusd.pipeline.cancelling import Canceller
     from nexusd.pipeline.completing import Completer
     from nexusd.pipeline.intake import Intake
+    from nexusd.pipeline.leasing import WarmPools
     from nexusd.stores.checkpoints import CheckpointStore
     from nexusd.stores.filesystem import FilesystemPayloadStore
 
@@ -34,6 +35,8 @@ class AppContext:
     intake: Intake | None = None
     canceller: Canceller | None = None
     completer: Completer | None = None
+    #: the scheduler's warm pools, which the worker API serves (`nexusd.api.workers`)
+    pools: WarmPools | None = None
     files: FilesystemPayloadStore | None = None
     max_payload_size: int = 64 * 1024 * 1024
     #: most runs one batch request may carry

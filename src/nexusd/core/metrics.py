@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 
     from nexusd.core.records import Transition
 
+    #: algorithm -> (runs waiting, seconds the oldest waited, runs leased), of each warm pool
+    PoolDemands = Callable[[], dict[str, tuple[int, float, int]]]
+
 _T = TypeVar("_T")
 
 #: Seconds from a run's acceptance to its Job being created: a queue that is empty and
@@ -226,6 +229,7 @@ class _StateCollector(Collector):
     def __init__(self) -> None:
         self._submitters: dict[int, Submitting] = {}
         self._syncs: dict[int, Syncing] = {}
+        self._pools: dict[int, PoolDemands] = {}
 
     @contextlib.contextmanager
     def watching_submitter(self, submitter: Submitting) -> Iterator[None]:
@@ -243,9 +247,42 @@ class _StateCollector(Collector):
     def unwatch_sync(self, state: Syncing) -> None:
         self._syncs.pop(id(state), None)
 
+    @contextlib.contextmanager
+    def watching_pools(self, demands: PoolDemands) -> Iterator[None]:
+        """Report a scheduler's warm pools (pipeline/leasing.py) while the block runs."""
+        self._pools[id(demands)] = demands
+        try:
+            yield
+        finally:
+            del self._pools[id(demands)]
+
     def collect(self) -> Iterator[Metric]:
         yield from self._submission()
         yield from self._sync()
+        yield from self._warm()
+
+    def _warm(self) -> Iterator[Metric]:
+        families = [
+            GaugeMetricFamily(name, documentation, labels=["algorithm"])
+            for name, documentation in (
+                ("nexusd_pool_queued", "Runs waiting in a warm pool's queue for a worker."),
+                ("nexusd_pool_oldest_age_seconds", "Seconds the longest-waiting run of a warm "
+                 "pool has waited (0: none waits)."),
+                ("nexusd_pool_leased", "Runs this scheduler leased to a warm pool's workers "
+                 "and not yet saw end."),
+            )
+        ]  # fmt: skip
+        totals: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0, 0.0])
+        for demands in list(self._pools.values()):
+            for algorithm, (queued, oldest, leased) in demands().items():
+                total = totals[algorithm]
+                total[0] += queued
+                total[1] = max(total[1], oldest)
+                total[2] += leased
+        for algorithm, values in sorted(totals.items()):
+            for family, value in zip(families, values, strict=True):
+                family.add_metric([algorithm], value)
+        yield from families
 
     def _submission(self) -> Iterator[Metric]:
         shards: dict[str, dict[str, float]] = {}
@@ -332,5 +369,6 @@ _state = _StateCollector()
 REGISTRY.register(_state)
 
 watching_submitter = _state.watching_submitter
+watching_pools = _state.watching_pools
 watch_sync = _state.watch_sync
 unwatch_sync = _state.unwatch_sync

@@ -10,6 +10,7 @@ quantities here and answers 400.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -74,6 +75,13 @@ def _amount(value: object) -> Decimal | None:
     (so that comparisons say "too large") and None for what is not a quantity at all."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
+    return _parsed(value)
+
+
+#: Every run of a template parses the same few quantities (its limits, its requests): cached,
+#: typed so that 1 and 1.0 stay apart. Decimals are immutable, so sharing them is safe.
+@functools.lru_cache(maxsize=4096, typed=True)
+def _parsed(value: str | int | float) -> Decimal | None:
     if isinstance(value, int):
         return _rounded(Decimal(value), 0)
     if isinstance(value, float):

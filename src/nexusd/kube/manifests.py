@@ -143,16 +143,14 @@ def _pod_spec(
     parent: tuple[str, str] | None,
     receiver: ReceiverUrl | None,
 ) -> dict[str, Any]:
-    container_spec = spec["container"]
     runtime = spec.get("runtimeEnvironment") or {}
-    container: dict[str, Any] = {
-        "name": request_id,
-        "image": image_reference(container_spec),
-        "imagePullPolicy": "IfNotPresent",
-        "resources": container_resources(spec["computeResources"]),
-        "command": spec["command"].split(" "),
-        "args": job_args(spec.get("args") or [], payload_url=payload_url, request_id=request_id),
-        "env": job_env(
+    return pod_spec(
+        spec=spec,
+        workgroup=workgroup,
+        container_name=request_id,
+        command=spec["command"].split(" "),
+        args=job_args(spec.get("args") or [], payload_url=payload_url, request_id=request_id),
+        env=job_env(
             runtime.get("environmentVariables") or [],
             algorithm=algorithm,
             shard=str(workgroup.get("cluster", "")),
@@ -160,6 +158,34 @@ def _pod_spec(
             result_upload_url=result_upload_url,
             receiver=receiver,
         ),
+        restart_policy="Never",
+    )
+
+
+def pod_spec(
+    *,
+    spec: Mapping[str, Any],
+    workgroup: Mapping[str, Any],
+    container_name: str,
+    command: list[str],
+    args: list[str],
+    env: list[dict[str, Any]],
+    restart_policy: str,
+) -> dict[str, Any]:
+    """The pod of a template's runs around one container running `command` with `args` and
+    `env`: the template's image, resources, env sources, volumes and service account, the
+    workgroup's affinity and tolerations. A Job's pod (one run) and a warm pool's (many runs,
+    see `nexusd.kube.pools`) differ only in the arguments."""
+    container_spec = spec["container"]
+    runtime = spec.get("runtimeEnvironment") or {}
+    container: dict[str, Any] = {
+        "name": container_name,
+        "image": image_reference(container_spec),
+        "imagePullPolicy": "IfNotPresent",
+        "resources": container_resources(spec["computeResources"]),
+        "command": command,
+        "args": args,
+        "env": env,
     }
     env_from = runtime.get("mappedEnvironmentVariables")
     if env_from:
@@ -182,7 +208,7 @@ def _pod_spec(
         pod["tolerations"] = list(workgroup["tolerations"])
     if container_spec.get("serviceAccountName"):
         pod["serviceAccountName"] = container_spec["serviceAccountName"]
-    pod["restartPolicy"] = "Never"
+    pod["restartPolicy"] = restart_policy
     return pod
 
 

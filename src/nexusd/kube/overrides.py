@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 from nexusd.core.images import part_problem, reference_problem
 from nexusd.core.quantities import quantity_problem, shown
 from nexusd.kube.mounts import mount_problems
+from nexusd.kube.warmpool import warm_pool_problems
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -280,6 +281,7 @@ def validate_template_spec(spec: object) -> list[str]:
     if mount is not None and not isinstance(mount, bool):
         problems.append(f"{where}.datadogIntegrationSettings.mountDatadogSocket: must be a boolean")
     problems.extend(mount_problems(spec, where))  # file and storage mounts (kube/mounts.py)
+    problems.extend(warm_pool_problems(spec))  # the warm pool (kube/warmpool.py)
     return problems
 
 

@@ -93,6 +93,7 @@ nexusd dev is ready on {url}
       -d '{{"algorithmParameters": {{"name": "nexus"}}}}'
   Then read its result (use the requestId from the answer):
     curl -s {url}/algorithm/v1/results/hello/requests/<requestId>
+  The same algorithm served by a warm pool, no pod per run: /algorithm/v1/run/hello-warm
 
   Look at the embedded cluster: kubectl --kubeconfig {kubeconfig} get jobs,pods -A
 """

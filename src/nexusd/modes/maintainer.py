@@ -20,6 +20,7 @@ import trio
 from nexusd.core.clock import SystemClock
 from nexusd.core.errors import NexusdError
 from nexusd.kube.client import EVENTS, JOBS, PODS
+from nexusd.kube.pools import POOL_SELECTOR
 from nexusd.kube.watching import run_informer
 from nexusd.modes.building import (
     hold_identity,
@@ -37,12 +38,16 @@ from nexusd.pipeline.reconciling import Reconciler
 from nexusd.pipeline.recovery import LostRunRecovery
 from nexusd.pipeline.rules import load_rules
 from nexusd.pipeline.waking import RunQueue
+from nexusd.pipeline.worker_pod_view import Fanout, WorkerPodView
+from nexusd.pipeline.worker_pods import WorkerPods, pool_event_reasons
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from nexusd.core.clock import Clock
+    from nexusd.kube.client import Resource
     from nexusd.kube.shards import Shard
+    from nexusd.kube.watching import Sink
     from nexusd.settings import Settings
     from nexusd.stores.checkpoints import CheckpointStore
     from nexusd.stores.payloads import PayloadStore
@@ -61,6 +66,29 @@ async def start_maintenance(
     watch: bool = True,
 ) -> Maintainer:
     """Start the maintainer's informers, submitters and heartbeat; `watch=False` for --once."""
+    maintainer, _ = await _start_maintenance(
+        nursery,
+        settings=settings,
+        clock=clock,
+        store=store,
+        payloads=payloads,
+        shards=shards,
+        watch=watch,
+    )
+    return maintainer
+
+
+async def _start_maintenance(
+    nursery: trio.Nursery,
+    *,
+    settings: Settings,
+    clock: Clock,
+    store: CheckpointStore,
+    payloads: PayloadStore,
+    shards: dict[str, Shard],
+    watch: bool,
+) -> tuple[Maintainer, list[WorkerPods]]:
+    """`start_maintenance`, and the watchers of the warm pools' pods (one per shard)."""
     queue = RunQueue(capacity=settings.maintainer.queue_capacity)
     rules = load_rules(settings.maintainer.rules)
     delay = settings.maintainer.wake_delay
@@ -77,24 +105,41 @@ async def start_maintenance(
         )
         for name in shards
     }
+    pool_events = pool_event_reasons(rules)
+    worker_views = {name: WorkerPodView(shard=name, event_reasons=pool_events) for name in shards}
     for name, shard in shards.items():
-        informers = (
-            ([JOBS, PODS], {"label_selector": RUN_SELECTOR}),
-            ([EVENTS], {"field_selector": event_selector(rules.event_reasons())}),
+        events = event_selector(rules.event_reasons())
+        informers: tuple[tuple[list[Resource], Sink, str | None, str | None], ...] = (
+            ([JOBS, PODS], views[name], RUN_SELECTOR, None),
+            # the warm pools' Events come with the runs' (one Event watch per shard)
+            ([EVENTS], Fanout(views[name], worker_views[name]), None, events),
+            ([PODS], worker_views[name], POOL_SELECTOR, None),
         )
-        for resources, selectors in informers:
+        for resources, sink, labels, fields in informers:
             await nursery.start(
                 functools.partial(
                     run_informer,
                     client=shard.client,
                     resources=resources,
                     namespace=shard.namespace,
-                    sink=views[name],
+                    sink=sink,
+                    label_selector=labels,
+                    field_selector=fields,
                     resync_seconds=settings.maintainer.interval,
-                    **selectors,
                 )
             )
         views[name].synced = True
+    worker_pods = [
+        WorkerPods(
+            store=store,
+            view=view,
+            rules=rules,
+            clock=clock,
+            max_attempts=settings.warm.max_attempts,
+            delay=settings.maintainer.wake_delay,
+        )
+        for view in worker_views.values()
+    ]
     submitters = [
         await start_submitter(nursery, settings, store, shard, clock) for shard in shards.values()
     ]
@@ -148,7 +193,9 @@ async def start_maintenance(
     )
     if watch:
         await nursery.start(maintainer.run)
-    return maintainer
+        for pods in worker_pods:
+            await nursery.start(pods.run)
+    return maintainer, worker_pods
 
 
 @contextlib.asynccontextmanager
@@ -184,15 +231,18 @@ async def run(
             nursery, foundation, shards={}, scheduler=False, receiver=False
         )
         running.context.not_ready = lambda: ["the informer caches are loading"]
-        maintainer = await start_maintenance(
+        maintainer, worker_pods = await _start_maintenance(
             nursery,
             settings=settings,
             clock=foundation.clock,
             store=foundation.store,
             payloads=foundation.payloads,
             shards=shards,
+            watch=True,
         )
         running.context.statistics.update(maintainer.statistics())
+        for pods in worker_pods:
+            running.context.statistics[f"worker_pods:{pods.view.shard}"] = pods.statistics
         running.context.not_ready = list
         task_status.started(running)
 
@@ -213,7 +263,7 @@ async def _pass(settings: Settings) -> PassReport:
     async with _open(settings) as (clock, store, payloads, shards), trio.open_nursery() as nursery:
         await hold_identity(store, settings, "maintainer --once")
         began = time.process_time()
-        maintainer = await start_maintenance(
+        maintainer, worker_pods = await _start_maintenance(
             nursery,
             settings=settings,
             clock=clock,
@@ -224,8 +274,15 @@ async def _pass(settings: Settings) -> PassReport:
         )
         caches = time.process_time() - began
         report = await maintainer.once(drain_timeout=settings.shutdown.grace)
+        began = time.process_time()
+        errors = sum([await pods.once() for pods in worker_pods])
+        workers = time.process_time() - began
         nursery.cancel_scope.cancel()
-    return attrs.evolve(report, cpu={"caches": caches, **report.cpu})
+    return attrs.evolve(
+        report,
+        errors=report.errors + errors,
+        cpu={"caches": caches, **report.cpu, "worker pods": workers},
+    )
 
 
 def describe(report: PassReport) -> str:

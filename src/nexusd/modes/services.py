@@ -26,8 +26,11 @@ from nexusd.pipeline.cancelling import Canceller
 from nexusd.pipeline.completing import Completer
 from nexusd.pipeline.heartbeats import run_heartbeat
 from nexusd.pipeline.intake import Intake
+from nexusd.pipeline.leasing import LeaseLimits, WarmPools
 from nexusd.pipeline.queueing import VirtualQueue
+from nexusd.pipeline.reaping import run_lease_reaper, run_orphan_scan
 from nexusd.pipeline.recovery import requeue_buffered
+from nexusd.pipeline.scaling import run_pool_scaler
 from nexusd.pipeline.submitting import Submitter, run_submitter
 
 if TYPE_CHECKING:
@@ -74,6 +77,8 @@ class Running:
         restart or the maintainer picks it up: nothing accepted is lost.
         """
         self.context.readiness.accepting = False
+        if self.context.pools is not None:
+            self.context.pools.close()  # workers' long polls answer now, not after their wait
         self.http_shutdown.set()
         with trio.move_on_after(grace):
             await self.http_stopped.wait()
@@ -246,6 +251,22 @@ async def _start_scheduler(
         )
     )
     await requeue_buffered(store=store, host=settings.host_name, queues=queues)
+    pools = WarmPools(
+        store=store,
+        payloads=foundation.payloads,
+        clock=clock,
+        tokens=tokens,
+        limits=LeaseLimits(
+            lease_duration=settings.warm.lease_duration,
+            max_wait=settings.warm.max_wait,
+            max_lease_runs=settings.warm.max_lease_runs,
+            queue_capacity=settings.submission.queue_capacity,
+            commit_timeout=settings.store.commit_timeout,
+            result_valid_for=settings.payloads.result_valid_for,
+        ),
+    )
+    context.pools = pools
+    context.statistics["pools"] = pools.demands
     context.intake = Intake(
         store=store,
         payloads=foundation.payloads,
@@ -264,11 +285,71 @@ async def _start_scheduler(
         capacities=capacities,
         receiver_url=receiver_url,
         completion_tokens=tokens,
+        pools=pools,
+    )
+    await _start_pools(
+        nursery, foundation, shards, cache, pools, context.intake, submitters, receiver_url
     )
     context.canceller = Canceller(
         store=store,
         shards=shards,
         throttles={submitter.shard.name: submitter.throttle for submitter in submitters},
         queues=queues,
+        pools=pools,
     )
     return submitters
+
+
+async def _start_pools(
+    nursery: trio.Nursery,
+    foundation: Foundation,
+    shards: dict[str, Shard],
+    cache: ConfigurationCache,
+    pools: WarmPools,
+    intake: Intake,
+    submitters: list[Submitter],
+    receiver_url: str,
+) -> None:
+    """The warm pools' loops: expired leases back to the queue, waiting runs from the store,
+    and each pool's Deployment scaled to its demand."""
+    store, clock, warm = foundation.store, foundation.clock, foundation.settings.warm
+
+    def warm_templates() -> dict[str, str]:
+        names = (name for name in cache.template_names() if intake.warm_shard(name))
+        return {name: intake.warm_shard(name) or "" for name in names}
+
+    await nursery.start(
+        functools.partial(
+            run_lease_reaper,
+            pools=pools,
+            store=store,
+            clock=clock,
+            interval=warm.reap_interval,
+            max_attempts=warm.max_attempts,
+        )
+    )
+    await nursery.start(
+        functools.partial(
+            run_orphan_scan,
+            pools=pools,
+            store=store,
+            clock=clock,
+            warm_templates=warm_templates,
+            interval=warm.scan_interval,
+            orphan_after=warm.orphan_after,
+        )
+    )
+    await nursery.start(
+        functools.partial(
+            run_pool_scaler,
+            shards=shards,
+            throttles={submitter.shard.name: submitter.throttle for submitter in submitters},
+            configuration=cache,
+            demand=pools.demand,
+            scheduler_url=warm.scheduler_url or receiver_url,
+            tokens=pools.tokens,
+            nexus_version=__version__,
+            interval=warm.scale_interval,
+            scale_up_age=warm.scale_up_age,
+        )
+    )

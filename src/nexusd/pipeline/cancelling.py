@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from nexusd.kube.shards import Shard
     from nexusd.kube.throttling import ShardThrottle
     from nexusd.pipeline.intake import RunRef
+    from nexusd.pipeline.leasing import WarmPools
     from nexusd.pipeline.queueing import VirtualQueue
     from nexusd.stores.checkpoints import CheckpointStore
 
@@ -74,6 +75,9 @@ class Canceller:
     #: this process's shard queues: a cancelled run still waiting in one is taken out, so it
     #: never reaches the API server
     queues: Mapping[str, VirtualQueue[RunRef]] = attrs.field(factory=dict)
+    #: this process's warm pools: a cancelled warm run leaves its pool queue, or its worker is
+    #: told to stop it (it has no Job)
+    pools: WarmPools | None = None
 
     async def cancel(
         self, *, algorithm: str, request_id: str, request: CancellationRequest
@@ -92,6 +96,8 @@ class Canceller:
         metrics.transitioned(outcome, source="unknown", to=Stage.CANCELLED)
         if not outcome.applied or pending is None:
             return outcome  # finished already, or a dry run (never had a Job)
+        if await self._warm(algorithm, request_id):
+            return outcome
         queue = self.queues.get(pending.cluster)
         if queue is not None and queue.discard(
             lambda ref: (ref.algorithm, ref.request_id) == (algorithm, request_id)
@@ -111,3 +117,14 @@ class Canceller:
             except KubeNotFound:
                 logger.debug("cancelled run had no Job", extra={"request_id": request_id})
         return outcome
+
+    async def _warm(self, algorithm: str, request_id: str) -> bool:
+        """Whether the cancelled run was a warm pool's (then its pool, here or at the next
+        renewal of its worker's lease elsewhere, stops it). Read only for warm templates."""
+        if self.pools is None or algorithm not in self.pools.pools:
+            return False
+        checkpoint = await self.store.get(algorithm=algorithm, request_id=request_id)
+        if checkpoint is None or not checkpoint.warm:
+            return False
+        self.pools.cancelled_run(algorithm, request_id)
+        return True

@@ -32,7 +32,7 @@ from nexusd.core import metrics
 from nexusd.core.errors import NotFound
 from nexusd.core.lifecycle import Stage
 from nexusd.pipeline.bodies import json_object, string_field
-from nexusd.stores.signing import JOB_ATTEMPT
+from nexusd.stores.signing import attempt_of
 
 if TYPE_CHECKING:
     from nexusd.core.records import Checkpoint, Transition
@@ -85,36 +85,51 @@ class Completer:
     ) -> Transition:
         """Record the report sent with `token` (None: the URL carried none); raises
         `CompletionRefused`, `NotFound` for an unknown run, or `AlreadyFinished`."""
-        self.check_token(algorithm=algorithm, request_id=request_id, token=token)
-        transition = await self._record(algorithm=algorithm, request_id=request_id, report=report)
+        attempt = self.check_token(algorithm=algorithm, request_id=request_id, token=token)
+        transition = await self._record(
+            algorithm=algorithm, request_id=request_id, report=report, attempt=attempt
+        )
         if not transition.applied:
             checkpoint = await self.store.get(algorithm=algorithm, request_id=request_id)
+            if checkpoint is not None and attempt not in (None, checkpoint.attempt):
+                raise AlreadyFinished(
+                    f"Attempt {attempt} of run {algorithm}/{request_id} no longer holds it "
+                    f"(its lease was lost; the run is attempt {checkpoint.attempt} now); this "
+                    "report was not recorded"
+                )
             if checkpoint is not None and not _same_outcome(checkpoint, report):
                 raise AlreadyFinished(_ended(checkpoint))
         return transition
 
-    def check_token(self, *, algorithm: str, request_id: str, token: str | None) -> None:
-        """Raise `CompletionRefused` unless `token` is the run's (or tokens are off). Job mode
-        has one attempt per run (`nexusd.stores.signing.JOB_ATTEMPT`)."""
+    def check_token(self, *, algorithm: str, request_id: str, token: str | None) -> int | None:
+        """The attempt `token` completes (None: tokens are off, any attempt may), or raise
+        `CompletionRefused` unless it is the token of one of the run's attempts. A Job-mode
+        run has one attempt; a warm run one per lease (`CompletionTokens.attempt_token`)."""
         if self.tokens is None:
-            return
+            return None
         if token is None:
             raise CompletionRefused(
                 f"Forbidden: the URL carries no completion token of run {algorithm}/"
                 f"{request_id}; report to the NEXUS__CLIENT__RECEIVER URL its pod was given"
             )
-        if not self.tokens.matches(
-            token, algorithm=algorithm, request_id=request_id, attempt=JOB_ATTEMPT
+        attempt = attempt_of(token)
+        mac = token.rpartition(".")[2]
+        if not attempt or not self.tokens.matches(
+            mac, algorithm=algorithm, request_id=request_id, attempt=attempt
         ):
             raise CompletionRefused(
                 f"Forbidden: the completion token is not that of run {algorithm}/{request_id}"
             )
+        return attempt
 
-    async def _record(self, *, algorithm: str, request_id: str, report: Report) -> Transition:
+    async def _record(
+        self, *, algorithm: str, request_id: str, report: Report, attempt: int | None
+    ) -> Transition:
         if report.error_cause:
             failed = await self.store.transition(
                 algorithm=algorithm,
                 request_id=request_id,
+                attempt=attempt,
                 to=Stage.FAILED,
                 changes={
                     "algorithm_failure_cause": report.error_cause,
@@ -134,6 +149,7 @@ class Completer:
         completed = await self.store.transition(
             algorithm=algorithm,
             request_id=request_id,
+            attempt=attempt,
             to=Stage.COMPLETED,
             changes={"result_uri": result_uri},
         )

@@ -58,6 +58,7 @@ from nexusd.kube.overrides import (
     validate_overrides,
     validate_template_spec,
 )
+from nexusd.kube.warmpool import WarmPool
 from nexusd.logs import label_run
 from nexusd.pipeline.bodies import Member, array_members, object_members, text_value
 from nexusd.pipeline.queueing import QueueFull, Reservation, VirtualQueue
@@ -71,6 +72,7 @@ if TYPE_CHECKING:
     from nexusd.kube.configuration import ConfigurationCache
     from nexusd.kube.fitting import NodeCapacity
     from nexusd.kube.shards import Shard
+    from nexusd.pipeline.leasing import WarmPools
     from nexusd.stores.checkpoints import CheckpointStore
     from nexusd.stores.payloads import PayloadStore
     from nexusd.stores.signing import CompletionTokens
@@ -108,6 +110,10 @@ class RunRef:
     #: `trio.current_time()` when this process accepted the run (None: recovered), for
     #: `nexusd_submission_latency_seconds`
     accepted_at: float | None = attrs.field(default=None, eq=False, repr=False)
+    #: a warm run this process accepted: its payload URL, and the payload itself when small,
+    #: so that leasing it to a worker costs no store read
+    payload_url: str = attrs.field(default="", eq=False, repr=False)
+    payload: bytes | None = attrs.field(default=None, eq=False, repr=False)
 
 
 class IntakeError(Exception):
@@ -328,7 +334,10 @@ class Intake:
     #: unless `receiver_url` replaces it)
     receiver_url: str = ""
     completion_tokens: CompletionTokens | None = None
+    #: the warm pools runs of a `spec.warmPool` template wait in (None: every run is a Job)
+    pools: WarmPools | None = None
     _verdicts: dict[str, tuple[dict[str, Any], list[str]]] = attrs.field(factory=dict, init=False)
+    _warm: dict[str, tuple[Any, WarmPool | None]] = attrs.field(factory=dict, init=False)
     _large_bodies: trio.CapacityLimiter = attrs.field(
         factory=lambda: trio.CapacityLimiter(LARGE_BODY_PARSERS), init=False
     )
@@ -460,6 +469,22 @@ class Intake:
             )
         return Resolved(spec=spec, workgroup=workgroup_spec, shard=shard)
 
+    def warm_pool(self, algorithm: str, spec: Any) -> WarmPool | None:
+        """The template's warm pool (None: its runs are Jobs), once per template version;
+        `resolve` validated the spec, warmPool included."""
+        known = self._warm.get(algorithm)
+        if known is None or known[0] is not spec:
+            known = self._warm[algorithm] = (spec, WarmPool.from_spec(spec))
+        return known[1]
+
+    def warm_shard(self, algorithm: str) -> str | None:
+        """The shard of `algorithm`'s warm pool, or None when it has none (or no template)."""
+        try:
+            resolved = self.resolve(algorithm)
+        except IntakeError:
+            return None
+        return resolved.shard.name if self.warm_pool(algorithm, resolved.spec) else None
+
     async def prepare(
         self, algorithm: str, request: ParsedRequest, resolved: Resolved, *, dry_run: bool
     ) -> Prepared:
@@ -524,6 +549,13 @@ class Intake:
         )
         if misfit:
             raise _invalid(misfit)
+        # A run with overrides may need other pods than the pool's: it runs as a Job.
+        warm = (
+            self.pools is not None
+            and not dry_run
+            and not request.overrides
+            and self.warm_pool(algorithm, resolved.spec) is not None
+        )
         now = self.clock.now()
         checkpoint = Checkpoint(
             algorithm=algorithm,
@@ -543,6 +575,7 @@ class Intake:
             parent=request.parent,
             payload_valid_for=request.valid_for,
             cluster=shard.name,
+            warm=warm,
         )
         inline = len(request.payload) <= self.inline_max
         run = NewRun(
@@ -557,6 +590,8 @@ class Intake:
             request_id=request_id,
             template=job,
             accepted_at=trio.current_time(),
+            payload_url=payload_url if warm else "",
+            payload=request.payload if warm and inline else None,
         )
         return Prepared(run=run, shard=shard.name, ref=ref, payload=request.payload)
 
@@ -649,6 +684,8 @@ class Intake:
     def _reserve(self, item: Prepared) -> Reservation[RunRef]:
         """Room in the run's shard queue, or the 429 a full queue answers."""
         try:
+            if self.pools is not None and item.run.checkpoint.warm:
+                return self.pools.pool(item.ref.algorithm, item.shard).queue.reserve_nowait()
             return self.queues[item.shard].reserve_nowait()
         except QueueFull:
             metrics.queue_full(item.shard)

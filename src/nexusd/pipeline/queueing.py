@@ -127,18 +127,27 @@ class VirtualQueue(Generic[T]):
     async def get(self) -> T:
         """The next due item: the priority lane first, then new runs in arrival order."""
         while True:
-            now = trio.current_time()
-            if self._priority and self._priority[0][0] <= now:
-                item = heapq.heappop(self._priority)[3]
-                self._in_priority.discard(self._key(item))
-                self._last_taken = now
-                return item
-            if self._normal:
-                self._last_taken = now
-                return self._normal.popleft()[1]
-            wait = self._priority[0][0] - now if self._priority else math.inf
+            try:
+                return self.get_nowait()
+            except trio.WouldBlock:
+                pass
+            wait = self._priority[0][0] - trio.current_time() if self._priority else math.inf
             with trio.move_on_after(wait):
                 await self._lot.park()
+
+    def get_nowait(self) -> T:
+        """The next due item, or `trio.WouldBlock` when none is due (a warm pool's lease
+        takes every due run it may at once)."""
+        now = trio.current_time()
+        if self._priority and self._priority[0][0] <= now:
+            item = heapq.heappop(self._priority)[3]
+            self._in_priority.discard(self._key(item))
+            self._last_taken = now
+            return item
+        if self._normal:
+            self._last_taken = now
+            return self._normal.popleft()[1]
+        raise trio.WouldBlock
 
     def discard(self, match: Callable[[T], bool]) -> int:
         """Take every queued item for which `match` is true out of both lanes; return how

@@ -105,6 +105,8 @@ class Reconciler:
     async def reconcile(self, checkpoint: Checkpoint) -> None:
         """Look at one run's whole state and act on it (level-triggered, idempotent)."""
         self.reconciled += 1
+        if checkpoint.warm:
+            return  # no Job: its lease and its worker pod are watched (pipeline/worker_pods.py)
         view = self.views.get(checkpoint.cluster)
         if view is None or not view.synced:
             return  # a shard this maintainer does not watch, or not listed yet

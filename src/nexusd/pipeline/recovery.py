@@ -69,6 +69,8 @@ async def requeue_buffered(
     # under trio.
     async with aclosing(held_by(store, host, Stage.BUFFERED)) as runs:
         async for checkpoint in runs:
+            if checkpoint.warm:
+                continue  # its pool's first scan of the store queues it (pipeline/reaping.py)
             queue = queues.get(checkpoint.cluster)
             if queue is None:
                 logger.warning(
@@ -230,6 +232,10 @@ class LostRunRecovery:
             cursor = StaleCursor.after(page[-1])
 
     async def _claim(self, checkpoint: Checkpoint) -> int:
+        if checkpoint.warm:
+            # A warm run has no Job to submit: any scheduler with its pool takes it from the
+            # store when it waits too long (`pipeline/reaping.run_orphan_scan`).
+            return 0
         queue = self.queues.get(checkpoint.cluster)
         if queue is None:
             return 0  # a shard this maintainer does not know: another one may

@@ -122,6 +122,27 @@ class CompletionTokens:
         expected = self.token(algorithm=algorithm, request_id=request_id, attempt=attempt)
         return hmac.compare_digest(expected.encode(), token.encode("utf-8", "replace"))
 
+    def attempt_token(self, *, algorithm: str, request_id: str, attempt: int) -> str:
+        """The token of one attempt, saying which: attempt 1 is the bare Job-mode token (so a
+        first lease and a Job read alike), a later one `"<attempt>.<mac>"`. The receiver reads
+        the attempt back with `attempt_of`, checks the MAC, and completes only that attempt."""
+        mac = self.token(algorithm=algorithm, request_id=request_id, attempt=attempt)
+        return mac if attempt == JOB_ATTEMPT else f"{attempt}.{mac}"
+
+    def pool_token(self, algorithm: str) -> str:
+        """The token a warm pool's workers show the scheduler's worker API: it lets them lease
+        and report runs of `algorithm` only (a separate message, so it is no run's token)."""
+        digest = hmac.digest(self._secret, f"nexusd-pool-v1\0{algorithm}".encode(), "sha256")
+        return urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def attempt_of(token: str) -> int:
+    """The attempt an `attempt_token` names (a bare MAC: the first); 0 when it is malformed."""
+    prefix, dot, _ = token.partition(".")
+    if not dot:
+        return JOB_ATTEMPT
+    return int(prefix) if prefix.isdigit() and prefix[0] != "0" else 0
+
 
 def load_or_create_secret(path: Path) -> bytes:
     """The signing secret stored at `path`, created (random, mode 0600) if the file is missing.
