@@ -337,3 +337,20 @@ async def test_the_pools_gauges_show_waiting_and_leased_runs(
     await worker.lease()
     leased = (await http.get(f"{nexus.url}/metrics")).text
     assert (gauge(leased, "nexusd_pool_queued"), gauge(leased, "nexusd_pool_leased")) == (1, 1)
+
+
+async def test_a_report_sent_again_is_recorded_once(
+    http: httpx.AsyncClient, nexus: Running, worker: Worker
+) -> None:
+    request_id = await submit(http, nexus, "warm")
+    [run] = await worker.lease()
+    item = done(run, status="failed", errorCause="ValueError", errorDetails="bad input")
+    first = await worker.report(done=[item])
+    again = await worker.report(done=[item])  # as after a lost answer
+    assert (
+        first["done"]
+        == again["done"]
+        == [{"requestId": request_id, "outcome": "recorded", "message": ""}]
+    )
+    result = await wait_for_stage(http, nexus.url, "warm", request_id, "FAILED")
+    assert result["runErrorMessage"] == "ValueError"

@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 Key = tuple[str, str]  # (namespace, name)
 
 
+def key_of(obj: Obj) -> Key:
+    """An object's (namespace, name)."""
+    return (obj["metadata"]["namespace"], obj["metadata"]["name"])
+
+
 def controller_ref(obj: Obj, kind: str) -> Obj | None:
     """The ownerReference with `controller: true` naming a `kind`, if any."""
     for ref in obj.get("metadata", {}).get("ownerReferences") or []:

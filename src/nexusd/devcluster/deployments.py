@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import trio
 
-from .controlloop import Key, OwnerIndex, run_control_loop
+from .controlloop import Key, OwnerIndex, key_of, run_control_loop
 from .objects import ApiError, Obj, condition, deep_copy
 from .resources import DEPLOYMENTS, REPLICASETS
 from .rollout import (
@@ -292,7 +292,7 @@ class DeploymentController:
             self._progress(d, status, counts, new, now)
         status = {k: status[k] for k in _STATUS_ORDER if k in status}
         if status != old:
-            current = self.ops.store.get(DEPLOYMENTS.key, *_key(d))
+            current = self.ops.store.get(DEPLOYMENTS.key, *key_of(d))
             if current is not None and current["metadata"]["uid"] == d["metadata"]["uid"]:
                 current["status"] = status
                 self.ops.write(DEPLOYMENTS, current)
@@ -337,11 +337,7 @@ class DeploymentController:
 
     def resync(self) -> set[Key]:
         self.replicasets.rebuild()
-        return {_key(d) for d in self.ops.store.iter(DEPLOYMENTS.key)}
-
-
-def _key(obj: Obj) -> Key:
-    return (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        return {key_of(d) for d in self.ops.store.iter(DEPLOYMENTS.key)}
 
 
 async def run_deployment_controller(

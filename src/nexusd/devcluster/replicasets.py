@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
-from .controlloop import Key, OwnerIndex, controller_ref, run_control_loop
+from .controlloop import Key, OwnerIndex, controller_ref, key_of, run_control_loop
 from .objects import ApiError, Obj, condition, deep_copy, is_true
 from .resources import PODS, REPLICASETS
 
@@ -231,7 +231,7 @@ class ReplicaSetController:
             status["conditions"] = conditions
         status = {k: status[k] for k in _STATUS_ORDER if k in status}
         if status != old:
-            current = self.ops.store.get(REPLICASETS.key, *_key(rs))
+            current = self.ops.store.get(REPLICASETS.key, *key_of(rs))
             if current is not None and current["metadata"]["uid"] == rs["metadata"]["uid"]:
                 current["status"] = status
                 self.ops.write(REPLICASETS, current)
@@ -253,11 +253,7 @@ class ReplicaSetController:
 
     def resync(self) -> set[Key]:
         self.pods.rebuild()
-        return {_key(rs) for rs in self.ops.store.iter(REPLICASETS.key)}
-
-
-def _key(obj: Obj) -> Key:
-    return (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        return {key_of(rs) for rs in self.ops.store.iter(REPLICASETS.key)}
 
 
 async def run_replicaset_controller(

@@ -315,8 +315,8 @@ async def _start_pools(
     store, clock, warm = foundation.store, foundation.clock, foundation.settings.warm
 
     def warm_templates() -> dict[str, str]:
-        names = (name for name in cache.template_names() if intake.warm_shard(name))
-        return {name: intake.warm_shard(name) or "" for name in names}
+        shards = {name: intake.warm_shard(name) for name in cache.template_names()}
+        return {name: shard for name, shard in shards.items() if shard}
 
     await nursery.start(
         functools.partial(

@@ -35,6 +35,7 @@ import attrs
 import trio
 
 from nexusd.core import metrics
+from nexusd.core.errors import StoreError
 from nexusd.core.lifecycle import Stage
 from nexusd.core.records import LeaseKey, Transition
 from nexusd.pipeline.intake import RunRef
@@ -172,7 +173,8 @@ class WarmPools:
         self, pool: Pool, worker: str, refs: list[RunRef]
     ) -> list[dict[str, Any]]:
         expires = self._expiry()
-        with trio.move_on_after(self.limits.commit_timeout, shield=True):
+        leased: list[LeaseKey] = []
+        with trio.move_on_after(self.limits.commit_timeout, shield=True) as bound:
             try:
                 leased = await self.store.lease(
                     runs=[(ref.algorithm, ref.request_id) for ref in refs],
@@ -183,6 +185,12 @@ class WarmPools:
                 for ref in refs:  # not leased: back to the front of the queue
                     pool.queue.put_priority(ref)
                 raise
+        if bound.cancelled_caught:
+            # The store did not answer in time: the lease may still apply (then it expires
+            # unanswered and the reaper gives the runs back), or not (then these lease them).
+            for ref in refs:
+                pool.queue.put_priority(ref)
+            raise StoreError(f"the lease was not confirmed within {self.limits.commit_timeout:g}s")
         by_id = {ref.request_id: ref for ref in refs}
         answers = []
         for key in leased:
@@ -264,10 +272,12 @@ class WarmPools:
         # Shielded: a worker that disconnects (killed) after sending its report still has
         # every run of it recorded, counted and forgotten here, as one would expect of a
         # report that reached the scheduler.
-        with trio.move_on_after(self.limits.commit_timeout, shield=True):
+        with trio.move_on_after(self.limits.commit_timeout, shield=True) as bound:
             async with trio.open_nursery() as nursery:
                 for index, item in enumerate(items):
                     nursery.start_soon(one, index, item)
+        if bound.cancelled_caught:  # 503: the worker reports again, which is idempotent
+            raise StoreError(f"the report was not confirmed within {self.limits.commit_timeout:g}s")
         return answers
 
     async def _renew(self, pool: Pool, report: WorkerReport) -> tuple[list[str], list[str]]:

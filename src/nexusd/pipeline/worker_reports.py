@@ -172,7 +172,10 @@ async def record_done(
     except NotFound:
         return _answer(item, "refused", f"Run {algorithm}/{item.request_id} not found")
     metrics.completion(outcome, to=to)
-    if outcome.applied or (item.status == "exited" and outcome.stage.is_terminal):
+    # A run already in the reported stage: this report again (its answer was lost), or the
+    # same outcome from a lost attempt; either way the worker has nothing more to do.
+    again = outcome.stage is to or (item.status == "exited" and outcome.stage.is_terminal)
+    if outcome.applied or again:
         return _answer(item, "recorded", "")
     if outcome.stage.is_terminal:
         return _answer(item, "refused", f"the run had already ended {outcome.stage}")
