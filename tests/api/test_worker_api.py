@@ -354,3 +354,16 @@ async def test_a_report_sent_again_is_recorded_once(
     )
     result = await wait_for_stage(http, nexus.url, "warm", request_id, "FAILED")
     assert result["runErrorMessage"] == "ValueError"
+
+
+async def test_waiting_runs_scale_the_pools_deployment_up(
+    http: httpx.AsyncClient, nexus: Running, worker: Worker
+) -> None:
+    assert nexus.cluster is not None
+    url = f"{nexus.cluster.url}/apis/apps/v1/namespaces/nexus/deployments/nexusd-pool-warm"
+    assert (await http.get(url)).json()["spec"]["replicas"] == 0  # minWorkers, nothing waits
+    for _ in range(5):  # more than one worker's concurrency (4): two workers (maxWorkers)
+        await submit(http, nexus, "warm")
+    with trio.fail_after(10):  # read from the store every warm.scale_interval (100 ms)
+        while (await http.get(url)).json()["spec"]["replicas"] != 2:
+            await trio.sleep(0.05)

@@ -27,6 +27,7 @@ from nexusd.pipeline.completing import Completer
 from nexusd.pipeline.heartbeats import run_heartbeat
 from nexusd.pipeline.intake import Intake
 from nexusd.pipeline.leasing import LeaseLimits, WarmPools
+from nexusd.pipeline.pool_demand import StoreDemand, run_demand_refresh
 from nexusd.pipeline.queueing import VirtualQueue
 from nexusd.pipeline.reaping import run_lease_reaper, run_orphan_scan
 from nexusd.pipeline.recovery import requeue_buffered
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from nexusd.devcluster import DevCluster
     from nexusd.kube.shards import Shard
     from nexusd.kube.throttling import RateBudget, RateLimits
+    from nexusd.kube.warmpool import WarmPool
     from nexusd.modes.building import Foundation
     from nexusd.settings import Settings
     from nexusd.stores.checkpoints import CheckpointStore
@@ -318,6 +320,17 @@ async def _start_pools(
         shards = {name: intake.warm_shard(name) for name in cache.template_names()}
         return {name: shard for name, shard in shards.items() if shard}
 
+    def warm_pools() -> dict[str, WarmPool]:
+        specs = {name: (cache.template(name) or {}).get("spec") or {} for name in warm_templates()}
+        found = {name: intake.warm_pool(name, spec) for name, spec in specs.items()}
+        return {name: pool for name, pool in found.items() if pool is not None}
+
+    # Sized from the store, not this scheduler's queue: schedulers sharing a shard agree.
+    demand = StoreDemand(store=store, clock=clock, pools=warm_pools)
+    await nursery.start(
+        functools.partial(run_demand_refresh, demand=demand, interval=warm.scale_interval)
+    )
+
     await nursery.start(
         functools.partial(
             run_lease_reaper,
@@ -345,7 +358,7 @@ async def _start_pools(
             shards=shards,
             throttles={submitter.shard.name: submitter.throttle for submitter in submitters},
             configuration=cache,
-            demand=pools.demand,
+            demand=demand,
             scheduler_url=warm.scheduler_url or receiver_url,
             tokens=pools.tokens,
             nexus_version=__version__,

@@ -126,10 +126,6 @@ class WarmPools:
             pool = self.pools[algorithm] = Pool(algorithm=algorithm, shard=shard, queue=queue)
         return pool
 
-    def demand(self, algorithm: str) -> PoolDemand:
-        pool = self.pools.get(algorithm)
-        return pool.demand() if pool is not None else PoolDemand(queued=0, oldest_age=0.0, leased=0)
-
     def demands(self) -> dict[str, tuple[int, float, int]]:
         """(queued, oldest age, leased) of every pool: its metrics and /readyz details."""
         return {

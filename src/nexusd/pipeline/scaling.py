@@ -2,8 +2,9 @@
 
 Input: the configuration cache (every template with a `spec.warmPool` whose workgroup targets
 one of this scheduler's shards), and each pool's demand (`PoolDemand`: runs waiting in its
-queue, how long the oldest has waited, runs leased to workers), read through a callable the
-scheduler's pools provide.
+queue, how long the oldest has waited, runs leased to workers), read through a callable:
+`pipeline/pool_demand.StoreDemand`, the store's figures, the same for every scheduler sharing
+the store, so that their scalers agree on each pool's size.
 Output: every `interval`, in each shard, the pool Deployments (`nexusd.kube.pools`) as the
 templates say: created when missing, replaced when the template's pod changed (the hash
 annotation differs), `spec.replicas` rewritten when the wanted size changed, deleted when the
