@@ -9,13 +9,13 @@ reads results over HTTP and the algorithm processes from /proc. Nothing is faked
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
 
 from tests.conftest import StartNexus, template, wait_for_stage, write_manifests
+from tests.servers.processes import pids_with
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -46,16 +46,7 @@ async def run(http: httpx.AsyncClient, nexus: Running, parameters: dict[str, Any
 
 def algorithm_processes(request_id: str) -> list[int]:
     """`hello` processes started for `request_id` (its `--request-id` argument)."""
-    wanted = f"--request-id={request_id}".encode()
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                if wanted in cmdline.read().split(b"\0"):
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
+    return pids_with(argument=f"--request-id={request_id}")
 
 
 async def test_each_run_is_a_process_of_the_unchanged_command(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import sqlite3
 import subprocess
@@ -26,7 +25,8 @@ import httpx
 import trio
 
 from tests.conftest import template
-from tests.servers.nexusd import free_port
+from tests.servers.nexusd import completions, free_port
+from tests.servers.processes import worker_pids
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -42,34 +42,12 @@ POOL = {
 }
 
 
-def worker_pids(algorithm: str) -> list[int]:
-    """The `nexusd worker` processes serving `algorithm` (found by their environment)."""
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as environ:
-                env = environ.read().split(b"\0")
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                argv = cmdline.read().split(b"\0")
-        except OSError:
-            continue
-        if b"worker" in argv and f"NEXUS__WORKER__ALGORITHM={algorithm}".encode() in env:
-            found.append(int(entry))
-    return sorted(found)
-
-
 def stages(data: Path) -> list[tuple[str, int]]:
     with sqlite3.connect(f"file:{data / 'checkpoints.sqlite3'}?mode=ro", uri=True) as db:
         rows = db.execute(
             "SELECT lifecycle_stage, attempt FROM checkpoints WHERE algorithm = 'slow'"
         ).fetchall()
     return [(str(stage), int(attempt)) for stage, attempt in rows]
-
-
-async def completions(client: httpx.AsyncClient, url: str) -> int:
-    text = (await client.get(f"{url}/metrics")).text
-    match = re.search(r'^nexusd_completions_total\{outcome="completed"\} ([\d.e+]+)$', text, re.M)
-    return int(float(match.group(1))) if match else 0
 
 
 @contextlib.asynccontextmanager

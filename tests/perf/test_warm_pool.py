@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import sqlite3
 import statistics
@@ -40,7 +39,8 @@ import httpx
 import trio
 
 from tests.perf.measuring import cpu_seconds
-from tests.perf.test_dev_throughput import free_port
+from tests.servers.nexusd import completions, free_port
+from tests.servers.processes import worker_pids
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -115,25 +115,8 @@ class Dev:
         # Popen only forks; the benchmark then talks to it over HTTP.
         self.process = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
 
-    def workers(self, algorithm: str) -> list[int]:
-        """Pids of the worker processes serving `algorithm` (the pool's pods' containers)."""
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as environ:
-                    env = environ.read().split(b"\0")
-                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                    argv = cmdline.read().split(b"\0")
-            except OSError:
-                continue
-            if b"worker" in argv and f"NEXUS__WORKER__ALGORITHM={algorithm}".encode() in env:
-                found.append(int(entry))
-        return found
-
     def cpu(self, *algorithms: str) -> float:
-        pids = [self.process.pid] + [pid for a in algorithms for pid in self.workers(a)]
+        pids = [self.process.pid] + [pid for a in algorithms for pid in worker_pids(a)]
         total = 0.0
         for pid in pids:
             with contextlib.suppress(OSError):
@@ -167,12 +150,6 @@ def _seconds(stamp: str) -> float:
     return datetime.fromisoformat(stamp).timestamp()
 
 
-async def _completed(client: httpx.AsyncClient, url: str) -> float:
-    text = (await client.get(f"{url}/metrics")).text
-    match = re.search(r'^nexusd_completions_total\{outcome="completed"\} ([\d.e+]+)$', text, re.M)
-    return float(match.group(1)) if match else 0.0
-
-
 async def _post_batch(
     client: httpx.AsyncClient, url: str, algorithm: str, tag: str, n: int
 ) -> None:
@@ -197,11 +174,11 @@ def _percentiles(latencies: list[float]) -> str:
 
 async def _saturate(client: httpx.AsyncClient, dev: Dev, algorithm: str, tag: str) -> int:
     """Keep WINDOW runs in flight for SECONDS; return how many were posted."""
-    start, posted = await _completed(client, dev.url), 0
+    start, posted = await completions(client, dev.url), 0
     end = time.perf_counter() + SECONDS
     while time.perf_counter() < end:
         # /metrics costs the server about 1 ms: read it 20 times a second, not per batch.
-        ahead = posted - (await _completed(client, dev.url) - start)
+        ahead = posted - (await completions(client, dev.url) - start)
         for _ in range(max(0, WINDOW - int(ahead)) // BATCH):
             await _post_batch(client, dev.url, algorithm, tag, BATCH)
             posted += BATCH
@@ -238,7 +215,7 @@ async def bench(tmp: Path) -> None:
     try:
         async with httpx.AsyncClient(timeout=60) as client:
             with trio.fail_after(120):
-                while not dev.workers("noop") or not dev.workers("slow"):
+                while not worker_pids("noop") or not worker_pids("slow"):
                     await trio.sleep(0.1)
                 while True:
                     try:
@@ -276,14 +253,14 @@ async def bench(tmp: Path) -> None:
 
 async def _kill_phase(client: httpx.AsyncClient, dev: Dev) -> None:
     """Load on a two-worker pool while its workers are SIGKILLed; nothing lost or doubled."""
-    before = await _completed(client, dev.url)
+    before = await completions(client, dev.url)
     kills = 0
 
     async def killer() -> None:
         nonlocal kills
         for _ in range(KILLS):
             await trio.sleep(KILL_EVERY)
-            pids = dev.workers("slow")
+            pids = worker_pids("slow")
             if pids:
                 os.kill(pids[kills % len(pids)], signal.SIGKILL)
                 kills += 1
@@ -293,16 +270,16 @@ async def _kill_phase(client: httpx.AsyncClient, dev: Dev) -> None:
         nursery.start_soon(killer)
         await _steady(client, dev, "slow", tag, 1000, int(1000 * KILL_EVERY * (KILLS + 1)))
     rows = dev.runs(tag)
-    completions = await _completed(client, dev.url) - before
+    completed = await completions(client, dev.url) - before
     lost = [row for row in rows if row[0] != "COMPLETED"]
     again = sum(1 for row in rows if row[3] > 1)
     print(
         f"  kill: {kills} workers SIGKILLed under load, {len(rows)} runs: {len(lost)} lost, "
-        f"{int(completions) - len(rows)} completed twice, {again} ran again as a later attempt"
+        f"{completed - len(rows)} completed twice, {again} ran again as a later attempt"
     )
     assert kills == KILLS
     assert not lost
-    assert completions == len(rows)
+    assert completed == len(rows)
 
 
 def test_warm_pool(tmp_path: Path) -> None:

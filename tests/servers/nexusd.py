@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -71,3 +72,11 @@ async def nexusd_process(
                 if process.poll() is None:
                     process.kill()
                     await process.wait()
+
+
+async def completions(client: httpx.AsyncClient, url: str) -> int:
+    """Completions a nexusd process recorded (`nexusd_completions_total{outcome="completed"}`):
+    one per run completed, never more, whatever reported it how often."""
+    text = (await client.get(f"{url}/metrics")).text
+    match = re.search(r'^nexusd_completions_total\{outcome="completed"\} ([\d.e+]+)$', text, re.M)
+    return int(float(match.group(1))) if match else 0
