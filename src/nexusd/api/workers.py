@@ -48,10 +48,10 @@ def _pool(algorithm: str, *, leasing: bool) -> tuple[WarmPools, Pool]:
             raise _Refused(
                 403, f"Forbidden: the request does not carry the pool token of {algorithm}"
             )
-    shard = intake.warm_shard(algorithm)
-    if shard is None:
+    resolved = intake.warm(algorithm)
+    if resolved is None:
         raise _Refused(404, f"Algorithm {algorithm} has no warm pool (spec.warmPool)")
-    return pools, pools.pool(algorithm, shard)
+    return pools, pools.pool(algorithm, resolved.shard.name)
 
 
 @blueprint.post("/pools/<algorithm>/lease")

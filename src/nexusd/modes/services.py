@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from nexusd.kube.throttling import RateBudget, RateLimits
     from nexusd.kube.warmpool import WarmPool
     from nexusd.modes.building import Foundation
+    from nexusd.pipeline.intake import Resolved
     from nexusd.settings import Settings
     from nexusd.stores.checkpoints import CheckpointStore
     from nexusd.stores.signing import CompletionTokens
@@ -316,14 +317,15 @@ async def _start_pools(
     and each pool's Deployment scaled to its demand."""
     store, clock, warm = foundation.store, foundation.clock, foundation.settings.warm
 
+    def warm_resolved() -> dict[str, Resolved]:
+        found = {name: intake.warm(name) for name in cache.template_names()}
+        return {name: resolved for name, resolved in found.items() if resolved is not None}
+
     def warm_templates() -> dict[str, str]:
-        shards = {name: intake.warm_shard(name) for name in cache.template_names()}
-        return {name: shard for name, shard in shards.items() if shard}
+        return {name: resolved.shard.name for name, resolved in warm_resolved().items()}
 
     def warm_pools() -> dict[str, WarmPool]:
-        specs = {name: (cache.template(name) or {}).get("spec") or {} for name in warm_templates()}
-        found = {name: intake.warm_pool(name, spec) for name, spec in specs.items()}
-        return {name: pool for name, pool in found.items() if pool is not None}
+        return {name: resolved.pool for name, resolved in warm_resolved().items() if resolved.pool}
 
     # Sized from the store, not this scheduler's queue: schedulers sharing a shard agree.
     demand = StoreDemand(store=store, clock=clock, pools=warm_pools)

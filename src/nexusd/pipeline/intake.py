@@ -307,6 +307,8 @@ class Resolved:
     spec: dict[str, Any]
     workgroup: dict[str, Any]
     shard: Shard
+    #: the template's warm pool (None: its runs are Jobs)
+    pool: WarmPool | None = None
 
 
 @attrs.define
@@ -336,8 +338,9 @@ class Intake:
     completion_tokens: CompletionTokens | None = None
     #: the warm pools runs of a `spec.warmPool` template wait in (None: every run is a Job)
     pools: WarmPools | None = None
-    _verdicts: dict[str, tuple[dict[str, Any], list[str]]] = attrs.field(factory=dict, init=False)
-    _warm: dict[str, tuple[Any, WarmPool | None]] = attrs.field(factory=dict, init=False)
+    _verdicts: dict[str, tuple[dict[str, Any], list[str], WarmPool | None]] = attrs.field(
+        factory=dict, init=False
+    )
     _large_bodies: trio.CapacityLimiter = attrs.field(
         factory=lambda: trio.CapacityLimiter(LARGE_BODY_PARSERS), init=False
     )
@@ -443,7 +446,7 @@ class Intake:
                 "problem persists."
             )
         spec = template.get("spec") or {}
-        problems = self._template_problems(algorithm, template, spec)
+        problems, pool = self._verdict(algorithm, template, spec)
         if problems:
             raise IntakeError(
                 f"Algorithm {algorithm} has an invalid NexusAlgorithmTemplate: "
@@ -467,23 +470,16 @@ class Intake:
                 f"{cluster!r}, which is not a shard of this scheduler (known: {known}). "
                 "Please check the deployed configuration."
             )
-        return Resolved(spec=spec, workgroup=workgroup_spec, shard=shard)
+        return Resolved(spec=spec, workgroup=workgroup_spec, shard=shard, pool=pool)
 
-    def warm_pool(self, algorithm: str, spec: Any) -> WarmPool | None:
-        """The template's warm pool (None: its runs are Jobs), once per template version;
-        `resolve` validated the spec, warmPool included."""
-        known = self._warm.get(algorithm)
-        if known is None or known[0] is not spec:
-            known = self._warm[algorithm] = (spec, WarmPool.from_spec(spec))
-        return known[1]
-
-    def warm_shard(self, algorithm: str) -> str | None:
-        """The shard of `algorithm`'s warm pool, or None when it has none (or no template)."""
+    def warm(self, algorithm: str) -> Resolved | None:
+        """`algorithm`'s resolved template when it has a warm pool, else None (no template, an
+        invalid one, or runs that are Jobs)."""
         try:
             resolved = self.resolve(algorithm)
         except IntakeError:
             return None
-        return resolved.shard.name if self.warm_pool(algorithm, resolved.spec) else None
+        return resolved if resolved.pool is not None else None
 
     async def prepare(
         self, algorithm: str, request: ParsedRequest, resolved: Resolved, *, dry_run: bool
@@ -554,7 +550,7 @@ class Intake:
             self.pools is not None
             and not dry_run
             and not request.overrides
-            and self.warm_pool(algorithm, resolved.spec) is not None
+            and resolved.pool is not None
         )
         now = self.clock.now()
         checkpoint = Checkpoint(
@@ -671,15 +667,19 @@ class Intake:
         )
         return ReceiverUrl(base=self.receiver_url, token=token)
 
-    def _template_problems(self, algorithm: str, template: dict[str, Any], spec: Any) -> list[str]:
-        """`validate_template_spec`, once per version of a template: the cache replaces a
-        template's object when it changes, so the object itself is the version."""
+    def _verdict(
+        self, algorithm: str, template: dict[str, Any], spec: Any
+    ) -> tuple[list[str], WarmPool | None]:
+        """`validate_template_spec` and the warm pool, once per version of a template: the
+        cache replaces a template's object when it changes, so the object itself is the
+        version."""
         known = self._verdicts.get(algorithm)
         if known is not None and known[0] is template:
-            return known[1]
-        problems = validate_template_spec(spec)
-        self._verdicts[algorithm] = (template, problems)
-        return problems
+            return known[1], known[2]
+        problems = validate_template_spec(spec)  # warmPool included
+        pool = None if problems else WarmPool.from_spec(spec)
+        self._verdicts[algorithm] = (template, problems, pool)
+        return problems, pool
 
     def _reserve(self, item: Prepared) -> Reservation[RunRef]:
         """Room in the run's shard queue, or the 429 a full queue answers."""
